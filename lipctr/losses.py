@@ -1,0 +1,89 @@
+"""The one multi-head loss shared by every backbone.
+
+Logits have shape [B, K]. K = 1 is the original binary model (sigmoid + BCE). K = N (one
+logit per rating 1..N) is the scaled-supervision model of the paper:
+
+    L = lambda_r * CE(logits, rating - 1) + (1 - lambda_r) * (BCE(p_hat, label) + penalty)
+
+with p_hat aggregated from the rating head in one of two ways:
+
+- "prob" (eq. 11 of the paper): p_hat = sum_{k > t_sh} softmax(logits)_k, computed in log space
+  as logsumexp(logits[k > t_sh]) - logsumexp(logits), so it never takes log(0).
+- "logit_sum" (the authors' code): p_hat = sigmoid(sum_{k > t_sh} logits_k - sum_{k <= t_sh} logits_k).
+
+`penalty` is the backbone's own explicit L2 term; the authors scale it by (1 - lambda_r)
+together with the BCE term (`scale_penalty=True`); `scale_penalty=False` keeps it unscaled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+Aggregation = Literal["prob", "logit_sum"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    lambda_r: float = 0.7
+    threshold: int = 3  # ratings > threshold are positive
+    aggregation: Aggregation = "prob"
+    scale_penalty: bool = True
+
+
+def binary_log_probs(logits: jax.Array, threshold: int, aggregation: Aggregation = "prob"):
+    """(log p_hat, log(1 - p_hat)), each [B], for a [B, 1] binary or [B, N] rating head."""
+    if logits.shape[-1] == 1:
+        z = logits[..., 0]
+        return jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z)
+    negative, positive = logits[..., :threshold], logits[..., threshold:]
+    if aggregation == "logit_sum":
+        z = positive.sum(-1) - negative.sum(-1)
+        return jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z)
+    if aggregation != "prob":
+        raise ValueError(f"aggregation must be 'prob' or 'logit_sum', got {aggregation!r}")
+    log_total = jax.nn.logsumexp(logits, axis=-1)
+    return (
+        jax.nn.logsumexp(positive, axis=-1) - log_total,
+        jax.nn.logsumexp(negative, axis=-1) - log_total,
+    )
+
+
+def click_probability(logits: jax.Array, threshold: int = 3, aggregation: Aggregation = "prob"):
+    """p_hat [B] for either head, so evaluation never branches on the variant."""
+    log_p, _ = binary_log_probs(logits, threshold, aggregation)
+    return jnp.exp(log_p)
+
+
+def bce_per_example(logits, label, threshold: int = 3, aggregation: Aggregation = "prob"):
+    """Binary cross-entropy of p_hat against label in {0, 1}, [B]."""
+    log_p, log_q = binary_log_probs(logits, threshold, aggregation)
+    return -(label * log_p + (1.0 - label) * log_q)
+
+
+def rating_ce_per_example(logits, rating):
+    """Categorical cross-entropy of the rating head against rating in 1..N, [B]."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(log_probs, (rating - 1)[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def multihead_loss(logits, rating, label, config: LossConfig, penalty=0.0, weights=None):
+    """Scalar training loss (eq. 13 for K = N, BCE for K = 1), a weighted mean over the batch.
+
+    logits [B, K]; rating int [B] in 1..N; label float [B]; weights float [B] (1 = real
+    example, 0 = padding) or None; penalty: the backbone's explicit L2 term (scalar).
+    """
+    if weights is None:
+        weights = jnp.ones(label.shape, logits.dtype)
+    denominator = jnp.maximum(weights.sum(), 1.0)
+    bce = (bce_per_example(logits, label, config.threshold, config.aggregation) * weights).sum() / denominator
+    if logits.shape[-1] == 1:
+        return bce + penalty
+    ce = (rating_ce_per_example(logits, rating) * weights).sum() / denominator
+    lam = config.lambda_r
+    if config.scale_penalty:
+        return lam * ce + (1.0 - lam) * (bce + penalty)
+    return lam * ce + (1.0 - lam) * bce + penalty

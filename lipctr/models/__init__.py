@@ -1,0 +1,55 @@
+"""Model registry: `build_model("dcnv2", schema, num_outputs=5, **hparams)`.
+
+Each backbone lives in its own file; its hyper-parameters are the dataclass fields of its
+module, with the authors' ML-1M settings as defaults (`default_hparams(name)`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from lipctr.data.schema import Schema
+from lipctr.models.base import CTRModel, embedding_table
+
+_REGISTRY = {
+    "widedeep": "lipctr.models.widedeep:WideDeep",
+    "nfm": "lipctr.models.nfm:NFM",
+    "xdeepfm": "lipctr.models.xdeepfm:XDeepFM",
+    "autoint": "lipctr.models.autoint:AutoInt",
+    "fignn": "lipctr.models.fignn:FiGNN",
+    "dcnv2": "lipctr.models.dcnv2:DCNV2",
+    "eulernet": "lipctr.models.eulernet:EulerNet",
+}
+MODEL_NAMES = tuple(_REGISTRY)
+_BASE_FIELDS = {"schema", "num_outputs", "parent", "name"}
+
+
+def model_class(name: str) -> type[CTRModel]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    module_name, class_name = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def default_hparams(name: str) -> dict:
+    """The model's hyper-parameters and their defaults (embedding_dim included)."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(model_class(name))
+        if f.name not in _BASE_FIELDS and f.default is not dataclasses.MISSING
+    }
+
+
+def build_model(name: str, schema: Schema, num_outputs: int = 1, **hparams) -> CTRModel:
+    cls = model_class(name)
+    unknown = set(hparams) - set(default_hparams(name))
+    if unknown:
+        raise ValueError(
+            f"unknown hyper-parameter(s) {sorted(unknown)} for model {name!r}; "
+            f"known: {sorted(default_hparams(name))}"
+        )
+    return cls(schema=schema, num_outputs=num_outputs, **hparams)
+
+
+__all__ = ["CTRModel", "MODEL_NAMES", "build_model", "default_hparams", "embedding_table", "model_class"]

@@ -1,0 +1,142 @@
+"""Shared building blocks of every backbone: field embeddings, the first-order term, the MLP.
+
+Every backbone is a `CTRModel`: a flax.linen module called as
+
+    logits = model.apply(variables, features, deterministic=..., embedding_offset=None,
+                         rngs={"dropout": key}, mutable=[...])
+
+with `features` a dict of batched field arrays (see lipctr.data.schema) and logits [B, K],
+K = `num_outputs` (1: original binary model; N: one logit per rating). `embedding_offset`
+([B, F, d] or None) is added to the field embeddings before any interaction layer; analyses use
+it for noise robustness and for Jacobians with respect to the input embeddings.
+
+User and item embedding tables live at params["embedding"][<field name>]["embedding"].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lipctr.data.schema import Field, Schema
+
+xavier_normal = nn.initializers.xavier_normal()
+zeros = nn.initializers.zeros
+
+
+def pool_sequence(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """Mean of table rows over the non-padding ids: ids [B, L] -> [B, width]."""
+    mask = (ids != 0).astype(table.dtype)
+    summed = jnp.einsum("bl,blw->bw", mask, table[ids])
+    return summed / jnp.maximum(mask.sum(-1, keepdims=True), 1.0)
+
+
+def embed_field(table_or_vector: jax.Array, field: Field, values: jax.Array) -> jax.Array:
+    """One field's batch of values -> [B, width], from its table ([vocab, width]) or vector ([width])."""
+    if field.kind == "token":
+        return table_or_vector[values]
+    if field.kind == "token_seq":
+        return pool_sequence(table_or_vector, values)
+    if field.kind == "float":
+        return values[:, None].astype(table_or_vector.dtype) * table_or_vector
+    raise ValueError(f"field {field.name!r} has unknown kind {field.kind!r}")
+
+
+class FieldTables(nn.Module):
+    """One parameter per field, named after the field: a [vocab, width] table, or a [width] vector
+    scaling the value of a float field. Returns the stacked per-field outputs [B, F, width]."""
+
+    schema: Schema
+    width: int
+
+    @nn.compact
+    def __call__(self, features: dict[str, jax.Array]) -> jax.Array:
+        outputs = []
+        for field in self.schema.fields:
+            if field.kind == "float":
+                param = self.param(field.name, xavier_normal, (1, self.width))[0]
+            else:
+                param = nn.Embed(
+                    field.vocab_size, self.width, embedding_init=xavier_normal, name=field.name
+                ).embedding
+            outputs.append(embed_field(param, field, features[field.name]))
+        return jnp.stack(outputs, axis=1)
+
+
+class FeatureEmbedding(nn.Module):
+    """Field embeddings [B, F, d]; token_seq fields are mean-pooled over non-padding ids."""
+
+    schema: Schema
+    dim: int = 16
+
+    @nn.compact
+    def __call__(self, features: dict[str, jax.Array]) -> jax.Array:
+        return FieldTables(self.schema, self.dim, name="tables")(features)
+
+
+class FirstOrderLinear(nn.Module):
+    """The first-order (wide / linear) term: sum over fields of a K-wide weight per id, plus a bias.
+
+    Returns [B, K]; K = num_outputs, so that under the rating head the linear part has one
+    output per rating (a scalar broadcast to all logits would cancel in the softmax).
+    """
+
+    schema: Schema
+    num_outputs: int = 1
+
+    @nn.compact
+    def __call__(self, features: dict[str, jax.Array]) -> jax.Array:
+        per_field = FieldTables(self.schema, self.num_outputs, name="weights")(features)
+        bias = self.param("bias", zeros, (self.num_outputs,))
+        return per_field.sum(axis=1) + bias
+
+
+class MLP(nn.Module):
+    """RecBole's MLPLayers: per layer dropout -> dense -> [batch-norm] -> activation. [B, D] -> [B, hidden[-1]]."""
+
+    hidden: Sequence[int]
+    dropout: float = 0.0
+    activation: str = "relu"
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        activation = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": nn.tanh}[self.activation]
+        for width in self.hidden:
+            x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
+            x = nn.Dense(width, kernel_init=xavier_normal, bias_init=zeros)(x)
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=deterministic, momentum=0.9, epsilon=1e-5)(x)
+            x = activation(x)
+        return x
+
+
+def prediction_layer(num_outputs: int, name: str = "prediction") -> nn.Dense:
+    """The final prediction layer: width 1 (original) or N (one logit per rating)."""
+    return nn.Dense(num_outputs, kernel_init=xavier_normal, bias_init=zeros, name=name)
+
+
+class CTRModel(nn.Module):
+    """Base class of the seven backbones. Subclasses define `__call__` (see module docstring) and,
+    where the reference model has an explicit L2 term, override `penalty`."""
+
+    schema: Schema
+    num_outputs: int = 1
+    embedding_dim: int = 16
+
+    def field_embeddings(self, features, embedding_offset=None) -> jax.Array:
+        """Field embeddings [B, F, d] plus the optional offset. Call from a compact __call__."""
+        emb = FeatureEmbedding(self.schema, self.embedding_dim, name="embedding")(features)
+        return emb if embedding_offset is None else emb + embedding_offset
+
+    def penalty(self, params) -> jax.Array:
+        """The backbone's explicit regularisation term, already weighted (0 when it has none)."""
+        return jnp.zeros(())
+
+
+def embedding_table(params, field_name: str) -> jax.Array:
+    """The [vocab, d] embedding table of a token field (e.g. "user_id", "item_id")."""
+    return params["embedding"]["tables"][field_name]["embedding"]

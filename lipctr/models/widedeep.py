@@ -1,0 +1,21 @@
+"""Wide & Deep (Cheng et al. 2016), as RecBole 1.2.1 defines it: first-order linear part + MLP."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from lipctr.models.base import MLP, CTRModel, FirstOrderLinear, prediction_layer
+
+
+class WideDeep(CTRModel):
+    mlp_hidden_size: tuple[int, ...] = (128, 128, 128)
+    dropout_prob: float = 0.2
+
+    @nn.compact
+    def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
+        emb = self.field_embeddings(features, embedding_offset)  # [B, F, d]
+        deep = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(
+            emb.reshape(emb.shape[0], -1), deterministic
+        )
+        wide = FirstOrderLinear(self.schema, self.num_outputs, name="wide")(features)
+        return wide + prediction_layer(self.num_outputs)(deep)  # [B, K]
