@@ -1,0 +1,93 @@
+"""xDeepFM (Lian et al. 2018), as RecBole 1.2.1 defines it, with every branch K wide.
+
+logits = first-order linear [B, K] + CIN -> sum-pool over d -> linear [B, K] + DNN [B, K].
+
+CIN layer k: z = X^{k-1} (outer) X^0 over fields, per embedding dim -> a 1x1 convolution
+(a dense layer over the H_{k-1} * F channels) -> ReLU. With `direct=False` every layer but the
+last sends half its maps to the output and half to the next layer; with `direct=True` all of
+them go to both.
+
+The DNN is RecBole's MLP followed by dropout and the K-wide output layer, WITHOUT RecBole's
+ReLU after that output layer (a quirk that forces the DNN logit to be >= 0).
+
+Explicit L2 (RecBole's calculate_reg_loss): reg_weight * (sum of the Frobenius norms of the DNN
+kernels, of the CIN kernels and of the first-order weights, grouped as RecBole stores them);
+biases, embeddings and the CIN output layer are not penalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lipctr.models.base import MLP, CTRModel, FirstOrderLinear, prediction_layer, xavier_normal, zeros
+from lipctr.models.regularization import first_order_norm, sum_of_norms
+
+
+def cin_output_width(layer_sizes: Sequence[int], direct: bool) -> int:
+    """Number of CIN feature maps sent to the output."""
+    if direct:
+        return sum(layer_sizes)
+    return sum(size // 2 for size in layer_sizes[:-1]) + layer_sizes[-1]
+
+
+class CIN(nn.Module):
+    """Compressed interaction network: [B, F, d] -> sum-pooled feature maps [B, cin_output_width]."""
+
+    layer_sizes: tuple[int, ...]
+    direct: bool = False
+
+    @nn.compact
+    def __call__(self, x0: jax.Array) -> jax.Array:
+        batch, fields, dim = x0.shape
+        base = jnp.swapaxes(x0, 1, 2)  # [B, d, F]
+        hidden, outputs = base, []
+        for index, size in enumerate(self.layer_sizes):
+            z = (hidden[..., :, None] * base[..., None, :]).reshape(batch, dim, -1)  # [B, d, H*F]
+            maps = nn.relu(nn.Dense(size, kernel_init=xavier_normal, bias_init=zeros, name=f"conv_{index}")(z))
+            if self.direct or index == len(self.layer_sizes) - 1:
+                hidden, direct_maps = maps, maps
+            else:
+                hidden, direct_maps = maps[..., : size // 2], maps[..., size // 2 :]
+            outputs.append(direct_maps)
+        return jnp.concatenate(outputs, axis=-1).sum(axis=1)
+
+
+class XDeepFM(CTRModel):
+    mlp_hidden_size: tuple[int, ...] = (512, 512, 512)
+    cin_layer_size: tuple[int, ...] = (200, 200, 200)
+    dropout_prob: float = 0.1
+    reg_weight: float = 5e-4
+    direct: bool = False
+
+    def _check(self) -> None:
+        if not self.cin_layer_size:
+            raise ValueError("XDeepFM.cin_layer_size must name at least one CIN layer")
+        odd = [size for size in self.cin_layer_size[:-1] if size % 2]
+        if not self.direct and odd:
+            raise ValueError(
+                f"XDeepFM.cin_layer_size {self.cin_layer_size}: with direct=False every layer but "
+                f"the last is split in half, so it must be even (odd: {odd})"
+            )
+
+    @nn.compact
+    def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
+        self._check()
+        emb = self.field_embeddings(features, embedding_offset)  # [B, F, d]
+        cin = CIN(tuple(self.cin_layer_size), self.direct, name="cin")(emb)
+        cin_logits = prediction_layer(self.num_outputs, name="cin_output")(cin)
+        hidden = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(emb.reshape(emb.shape[0], -1), deterministic)
+        hidden = nn.Dropout(self.dropout_prob, deterministic=deterministic)(hidden)
+        dnn_logits = prediction_layer(self.num_outputs, name="dnn_output")(hidden)
+        linear = FirstOrderLinear(self.schema, self.num_outputs, name="first_order")(features)
+        return linear + cin_logits + dnn_logits  # [B, K]
+
+    def penalty(self, params) -> jax.Array:
+        """reg_weight * (DNN kernel norms + CIN kernel norms + grouped first-order weight norms)."""
+        dnn = [layer["kernel"] for layer in params["mlp"].values()] + [params["dnn_output"]["kernel"]]
+        cin = [layer["kernel"] for layer in params["cin"].values()]
+        linear = first_order_norm(params["first_order"]["weights"], self.schema)
+        return self.reg_weight * (sum_of_norms(dnn) + sum_of_norms(cin) + linear)
