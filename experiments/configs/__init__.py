@@ -1,0 +1,210 @@
+"""Experiment configs: plain, validated data.
+
+A config is a nested dict with exactly these sections and keys (`DEFAULTS`); a named config
+`<model>_<dataset>` (e.g. "dcnv2_ml1m") is the defaults, then the dataset's settings, then the
+model's, then the (model, dataset) overrides of the authors' runs (REFERENCE.md section 2).
+`validate` rejects unknown keys and wrong types, naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from lipctr.models import MODEL_NAMES, default_hparams
+
+DATASETS = ("ml100k", "ml1m", "yelp2018", "amazon_book")
+
+DEFAULTS: dict = {
+    "model": "dcnv2",
+    "dataset": "ml100k",
+    "data_path": "",  # dataset folder; "" = the preset's folder under datasets/
+    "model_hparams": {},  # overrides of the model's own defaults (lipctr.models.default_hparams)
+    "train": {
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "batch_size": 4096,
+        "eval_batch_size": 8192,
+        "max_epochs": 300,
+        "patience": 5,
+    },
+    "loss": {
+        "lambda_r": 0.7,
+        "aggregation": "prob",  # "prob" (eq. 11) or "logit_sum" (the authors' code)
+        "scale_penalty": True,  # the backbone's L2 term scaled by (1 - lambda_r), as the authors do
+    },
+    "variants": ["orig", "smooth"],
+    "seeds": [2020, 2021, 2022, 2023, 2024],
+    "lambda_sweep": [],  # e.g. [0.1, 0.3, 0.5, 0.7, 0.9]: smooth members for every (lambda, seed)
+    "eval": {
+        "num_negatives": 100,
+        "relevance": "positive",  # "positive" (label 1) or "any" (every rated test item, RecBole)
+        "ranking_seed": 0,
+        "ks": [10, 20],
+    },
+}
+
+# lambda_r and learning rates of the authors' runs (REFERENCE.md section 2); ml100k uses ml1m's.
+MODEL_SETTINGS: dict[str, dict] = {
+    "widedeep": {"train": {"learning_rate": 5e-3}, "loss": {"lambda_r": 0.1}},
+    "nfm": {"train": {"learning_rate": 5e-3}, "loss": {"lambda_r": 0.5}},
+    "xdeepfm": {"train": {"learning_rate": 5e-4}, "loss": {"lambda_r": 0.1}},
+    "autoint": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
+    "fignn": {"train": {"learning_rate": 5e-3}, "loss": {"lambda_r": 0.1}},
+    "dcnv2": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.7}},
+    "eulernet": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.1}},
+}
+
+MODEL_DATASET_SETTINGS: dict[tuple[str, str], dict] = {
+    ("dcnv2", "yelp2018"): {"train": {"learning_rate": 5e-3}, "model_hparams": {"mlp_hidden_size": [64, 64, 64]}},
+    ("widedeep", "yelp2018"): {
+        "train": {"learning_rate": 5e-4},
+        "model_hparams": {"mlp_hidden_size": [256, 256, 256], "dropout_prob": 0.1},
+    },
+    ("xdeepfm", "yelp2018"): {"model_hparams": {"cin_layer_size": [100, 100, 100]}},
+    ("autoint", "yelp2018"): {
+        "loss": {"lambda_r": 0.5},
+        "model_hparams": {"dropout_probs": [0.0, 0.0, 0.0], "mlp_hidden_size": [128, 128, 128]},
+    },
+    ("eulernet", "yelp2018"): {"loss": {"lambda_r": 0.5}, "model_hparams": {"drop_im": 0.3}},
+    ("dcnv2", "amazon_book"): {"model_hparams": {"cross_layer_num": 4, "mlp_hidden_size": [64, 64]}},
+    ("widedeep", "amazon_book"): {
+        "train": {"learning_rate": 5e-4},
+        "model_hparams": {"mlp_hidden_size": [64, 64, 64], "dropout_prob": 0.1},
+    },
+    ("xdeepfm", "amazon_book"): {
+        "train": {"learning_rate": 1e-4},
+        "model_hparams": {"dropout_prob": 0.5, "mlp_hidden_size": [256, 256, 256]},
+    },
+    ("autoint", "amazon_book"): {
+        "loss": {"lambda_r": 0.5},
+        "model_hparams": {"mlp_hidden_size": [64, 64, 64], "dropout_probs": [0.0, 0.0, 0.0]},
+    },
+    ("eulernet", "amazon_book"): {"loss": {"lambda_r": 0.5}, "model_hparams": {"reg_weight": 0.0}},
+}
+
+
+class ConfigError(ValueError):
+    """A config key that is unknown, of the wrong type, or out of range."""
+
+
+def merge(base: dict, update: dict) -> dict:
+    """A deep copy of base with update's keys written over it (nested dicts merged)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "model_hparams":
+            out[key] = merge(out[key], value)
+        elif key == "model_hparams":
+            out[key] = {**out.get(key, {}), **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def config_names() -> list[str]:
+    return [f"{m}_{d}" for m in MODEL_NAMES for d in DATASETS]
+
+
+def named_config(name: str) -> dict:
+    """The config "<model>_<dataset>", e.g. "dcnv2_ml1m"."""
+    for dataset in DATASETS:
+        if name.endswith("_" + dataset):
+            model = name[: -len(dataset) - 1]
+            if model in MODEL_NAMES:
+                config = merge(DEFAULTS, {"model": model, "dataset": dataset})
+                config = merge(config, MODEL_SETTINGS[model])
+                config = merge(config, MODEL_DATASET_SETTINGS.get((model, dataset), {}))
+                return validate(config, source=name)
+    raise ConfigError(f"unknown config {name!r}; known: {', '.join(config_names())}, or a .toml file")
+
+
+def load_config(name_or_path: str) -> dict:
+    """A named config, or a TOML file whose keys are written over the defaults."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {path}: {error}") from None
+        base = DEFAULTS
+        if "base" in data:
+            base = named_config(data.pop("base"))
+        return validate(merge(base, data), source=str(path))
+    return named_config(name_or_path)
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _check(value, default, key: str, source: str):
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{source}: key {key!r} must be {_type_name(default)}, got {_type_name(value)} ({value!r})"
+        )
+
+
+def _check_section(config: dict, defaults: dict, prefix: str, source: str):
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        if key not in defaults:
+            raise ConfigError(f"{source}: unknown key {full!r}; known: {', '.join(prefix + k for k in defaults)}")
+        if isinstance(defaults[key], dict) and key != "model_hparams":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: key {full!r} must be a table/dict, got {_type_name(value)}")
+            _check_section(value, defaults[key], full + ".", source)
+        else:
+            _check(value, defaults[key], full, source)
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Check keys, types and values; return the config with every section filled in."""
+    _check_section(config, DEFAULTS, "", source)
+    config = merge(DEFAULTS, config)
+    if config["model"] not in MODEL_NAMES:
+        raise ConfigError(f"{source}: key 'model' must be one of {', '.join(MODEL_NAMES)}, got {config['model']!r}")
+    if config["dataset"] not in DATASETS:
+        raise ConfigError(f"{source}: key 'dataset' must be one of {', '.join(DATASETS)}, got {config['dataset']!r}")
+    known = default_hparams(config["model"])
+    for key, value in config["model_hparams"].items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key 'model_hparams.{key}' for model {config['model']!r}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        if known[key] is not None:
+            _check(value, list(known[key]) if isinstance(known[key], tuple) else known[key],
+                   f"model_hparams.{key}", source)
+    if not set(config["variants"]) <= {"orig", "smooth"} or not config["variants"]:
+        raise ConfigError(f"{source}: key 'variants' must list 'orig' and/or 'smooth', got {config['variants']!r}")
+    if not config["seeds"] or not all(isinstance(s, int) and s >= 0 for s in config["seeds"]):
+        raise ConfigError(f"{source}: key 'seeds' must be a non-empty list of non-negative ints")
+    for lam in [config["loss"]["lambda_r"], *config["lambda_sweep"]]:
+        if not 0.0 <= float(lam) <= 1.0:
+            raise ConfigError(f"{source}: lambda_r values must lie in [0, 1], got {lam!r}")
+    if config["loss"]["aggregation"] not in ("prob", "logit_sum"):
+        raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
+    if config["eval"]["relevance"] not in ("positive", "any"):
+        raise ConfigError(f"{source}: key 'eval.relevance' must be 'positive' or 'any'")
+    for key in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
+        if config["train"][key] < 1:
+            raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {config['train'][key]}")
+    return config
+
+
+def model_hparams(config: dict) -> dict:
+    """The model's constructor keyword arguments (lists become tuples: flax fields are hashable)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config["model_hparams"].items()}

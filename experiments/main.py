@@ -1,0 +1,125 @@
+"""The experiment CLI: `python -m experiments.main --config dcnv2_ml100k`.
+
+Loads (fetching ML-100K if needed) the config's dataset, trains the orig and/or smooth variant
+with every seed at once, writes `runs/<config>/<timestamp>/` and prints the Table-1-style summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from lipctr.data import DataError, get_preset, load_dataset
+from lipctr.io import write_json_atomic
+from lipctr.ranking import ranking_candidates
+
+from experiments.configs import ConfigError, load_config, merge, validate
+from experiments.run import run_variant
+from experiments.table import results_table
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__)
+    p.add_argument("--config", default="dcnv2_ml100k", help="<model>_<dataset> (e.g. dcnv2_ml1m) or a .toml file")
+    p.add_argument("--variant", choices=["orig", "smooth", "both"], help="default: both")
+    p.add_argument("--lambda-r", type=float, help="lambda_r of the smooth variant")
+    p.add_argument("--lambda-sweep", help="comma-separated lambda_r values trained as one ensemble, e.g. 0.1,0.3,0.5,0.7,0.9")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 2020,2021 (default 2020-2024)")
+    p.add_argument("--epochs", type=int, help="maximum number of epochs")
+    p.add_argument("--data", help="dataset folder (GroupLens files or RecBole atomic files)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.learning_rate=5e-3 (value in TOML syntax)")
+    p.add_argument("--runs-dir", default="runs", help="where run directories are created")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_key(config: dict, dotted: str, value) -> dict:
+    update: dict = {}
+    node = update
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return merge(config, update)
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The config with the command line's overrides applied and validated."""
+    if args.resume:
+        path = Path(args.resume) / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.json there; is it a run directory?")
+        return validate(json.loads(path.read_text()), source=str(path))
+    config = load_config(args.config)
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.learning_rate=5e-3")
+        key, value = item.split("=", 1)
+        config = _set_key(config, key.strip(), _parse_value(value.strip()))
+    if args.variant:
+        config["variants"] = ["orig", "smooth"] if args.variant == "both" else [args.variant]
+    if args.lambda_r is not None:
+        config["loss"]["lambda_r"] = args.lambda_r
+    if args.lambda_sweep:
+        config["lambda_sweep"] = [float(x) for x in args.lambda_sweep.split(",")]
+    if args.seeds:
+        try:
+            config["seeds"] = [int(x) for x in args.seeds.split(",")]
+        except ValueError:
+            raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if args.epochs is not None:
+        config["train"]["max_epochs"] = args.epochs
+    if args.data:
+        config["data_path"] = args.data
+    return validate(config, source=args.config)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = resolve_config(args)
+        data_config = get_preset(config["dataset"])
+        if config["data_path"]:
+            data_config = dataclasses.replace(data_config, path=config["data_path"])
+        dataset = load_dataset(data_config)
+    except (ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    name = f"{config['model']}_{config['dataset']}"
+    if args.resume:
+        run_dir = Path(args.resume)
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.runs_dir) / name / stamp
+        run_dir.mkdir(parents=True, exist_ok=False)
+        write_json_atomic(run_dir / "config.json", config)
+    print(f"{name}: {dataset.stats.get('interactions', len(dataset.train) + len(dataset.valid) + len(dataset.test)):,} "
+          f"interactions, train/valid/test {len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}; "
+          f"{len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
+    ev = config["eval"]
+    candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
+    start = time.perf_counter()
+    finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress=not args.no_progress)
+              for v in config["variants"]}
+    print(results_table(finals, tuple(ev["ks"])))
+    print(f"\nwall time {time.perf_counter() - start:.1f} s; outputs in {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

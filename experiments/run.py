@@ -1,0 +1,206 @@
+"""Run one variant (orig or smooth) of a config: train the ensemble, evaluate, write the outputs.
+
+Outputs under `<run_dir>/<variant>/`, each written atomically:
+  metrics.csv        per-epoch, per-member training and validation metrics
+  final.json         per-member test metrics, their mean/std, timings, early-stopping record
+  predictions.npz    test labels, ratings, click probabilities [M, n] and logits [M, n, K]
+  checkpoints/<member>/  orbax checkpoint of each member's best params (and batch statistics)
+  state/             the latest resumable state (params, optimiser, keys, early stopping)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lipctr import metrics
+from lipctr.checkpoint import StateCheckpoints, save_tree
+from lipctr.data.schema import Dataset
+from lipctr.io import save_npz_atomic, write_json_atomic, write_text_atomic
+from lipctr.losses import LossConfig
+from lipctr.models import build_model
+from lipctr.train import Trainer, TrainConfig, fit, to_device
+
+from experiments.configs import model_hparams
+
+METRIC_KEYS = ("auc", "logloss")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    seed: int
+    lambda_r: float
+
+    def label(self, sweep: bool) -> str:
+        return f"seed{self.seed}_lambda{self.lambda_r:g}" if sweep else f"seed{self.seed}"
+
+
+def members_of(config: dict, variant: str) -> list[Member]:
+    """The ensemble of a variant: seeds, times the lambda sweep for a smooth sweep."""
+    if variant == "smooth" and config["lambda_sweep"]:
+        return [Member(s, float(lam)) for lam in config["lambda_sweep"] for s in config["seeds"]]
+    lam = float(config["loss"]["lambda_r"]) if variant == "smooth" else 0.0
+    return [Member(s, lam) for s in config["seeds"]]
+
+
+def build_trainer(config: dict, dataset: Dataset, variant: str) -> Trainer:
+    schema = dataset.schema
+    num_outputs = schema.num_ratings if variant == "smooth" else 1
+    model = build_model(config["model"], schema, num_outputs, **model_hparams(config))
+    loss_config = LossConfig(
+        lambda_r=float(config["loss"]["lambda_r"]),
+        threshold=schema.threshold,
+        aggregation=config["loss"]["aggregation"],
+        scale_penalty=config["loss"]["scale_penalty"],
+    )
+    train_config = TrainConfig(**config["train"])
+    return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid))
+
+
+def _history_rows(record, members: list[Member], sweep: bool) -> list[dict]:
+    return [
+        {
+            "epoch": record.epoch,
+            "member": m.label(sweep),
+            "seed": m.seed,
+            "lambda_r": m.lambda_r,
+            "train_loss": float(record.stats.loss[i]),
+            "user_grad_norm": float(record.stats.user_grad_norm[i]),
+            "item_grad_norm": float(record.stats.item_grad_norm[i]),
+            "valid_auc": float(record.valid_auc[i]),
+            "valid_logloss": float(record.valid_logloss[i]),
+            "stopped": bool(record.stopped[i]),
+            "train_seconds": record.train_seconds,
+            "eval_seconds": record.eval_seconds,
+        }
+        for i, m in enumerate(members)
+    ]
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidates) -> tuple[dict, dict]:
+    """Test metrics [M] of each member's best params, and the arrays to save."""
+    test = to_device(dataset.test)
+    start = time.perf_counter()
+    logits = jax.block_until_ready(trainer.predict_logits(es.best_params, es.best_model_state, test["features"]))
+    probs = trainer.click_probability(logits)
+    test_seconds = time.perf_counter() - start
+    results = {
+        "auc": np.asarray(jax.vmap(metrics.auc, in_axes=(0, None))(probs, test["label"])),
+        "logloss": np.asarray(jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, test["label"])),
+    }
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.features.items()}
+    ranked_logits = trainer.predict_logits(es.best_params, es.best_model_state, jax.device_put(flat))
+    scores = trainer.click_probability(ranked_logits).reshape(len(probs), *candidates.relevant.shape, -1)
+    ks = tuple(config["eval"]["ks"])
+    ranking = jax.vmap(lambda s: metrics.ranking_metrics(s, candidates.relevant, ks))(scores)
+    results.update({k: np.asarray(v) for k, v in ranking.items()})
+    arrays = {
+        "label": dataset.test.label,
+        "rating": dataset.test.rating,
+        "probability": np.asarray(probs),
+        "logits": np.asarray(logits),
+    }
+    return results, {"arrays": arrays, "test_seconds": test_seconds}
+
+
+def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
+                progress: bool = True) -> dict:
+    """Train (or resume) one variant to the end and write its outputs; returns final.json's content."""
+    out = run_dir / variant
+    final_path = out / "final.json"
+    if final_path.exists():
+        return json.loads(final_path.read_text())
+    members = members_of(config, variant)
+    sweep = variant == "smooth" and bool(config["lambda_sweep"])
+    trainer = build_trainer(config, dataset, variant)
+    train, valid = to_device(dataset.train), to_device(dataset.valid)
+    state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members])
+    checkpoints = StateCheckpoints(out / "state")
+    history: list[dict] = []
+    if checkpoints.latest_epoch() is not None:
+        restored = checkpoints.restore({"state": state, "es": es})
+        state, es = restored["state"], restored["es"]
+        epoch_done = checkpoints.latest_epoch()
+        history = [r for r in pd.read_csv(out / "metrics.csv").to_dict("records") if r["epoch"] <= epoch_done]
+
+    model_name = config["model"]
+    bar = tqdm(total=config["train"]["max_epochs"], initial=len(history) // max(len(members), 1),
+               desc=f"{model_name} {variant}", unit="epoch", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    reported_divergence = set()
+
+    def on_epoch(state, es, record):
+        history.extend(_history_rows(record, members, sweep))
+        write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+        checkpoints.save(record.epoch, {"state": state, "es": es})
+        for i in np.flatnonzero(record.diverged):
+            if i not in reported_divergence:
+                reported_divergence.add(i)
+                m = members[i]
+                tqdm.write(
+                    f"NaN/inf training loss: model {model_name}, variant {variant}, seed {m.seed}, "
+                    f"lambda_r {m.lambda_r:g}, epoch {record.epoch}; that member stopped and keeps its "
+                    f"best params (epoch {int(np.asarray(es.best_epoch)[i])}).",
+                    file=sys.stderr,
+                )
+        bar.update(1)
+        bar.set_postfix_str("valid AUC " + " ".join(f"{a:.4f}" for a in record.valid_auc[:8]))
+
+    start = time.perf_counter()
+    state, es = fit(trainer, state, es, train, valid, on_epoch)
+    bar.close()
+    train_seconds_total = time.perf_counter() - start
+
+    results, extra = evaluate_test(trainer, es, dataset, config, candidates)
+    save_npz_atomic(out / "predictions.npz", **extra["arrays"])
+    for i, m in enumerate(members):
+        best = jax.tree.map(lambda x: x[i], {"params": es.best_params, **es.best_model_state})
+        save_tree(out / "checkpoints" / m.label(sweep), best)
+
+    frame = pd.DataFrame(history)
+    epochs = frame.drop_duplicates("epoch")
+    final = {
+        "config": config["model"] + "_" + config["dataset"],
+        "variant": variant,
+        "num_outputs": trainer.model.num_outputs,
+        "members": [
+            {
+                "member": m.label(sweep),
+                "seed": m.seed,
+                "lambda_r": m.lambda_r,
+                "best_epoch": int(np.asarray(es.best_epoch)[i]),
+                "best_valid_auc": float(np.asarray(es.best_auc)[i]),
+                "diverged": bool(np.asarray(es.diverged)[i]),
+                **{k: float(v[i]) for k, v in results.items()},
+            }
+            for i, m in enumerate(members)
+        ],
+        "timing": {
+            "epochs": int(epochs["epoch"].max()) if len(epochs) else 0,
+            "seconds_per_epoch": float(epochs["train_seconds"].median()) if len(epochs) else 0.0,
+            "eval_seconds_per_epoch": float(epochs["eval_seconds"].median()) if len(epochs) else 0.0,
+            "train_seconds_total": train_seconds_total,
+            "test_eval_seconds": extra["test_seconds"],
+            "num_members": len(members),
+        },
+    }
+    groups = {}
+    for i, m in enumerate(members):
+        groups.setdefault(m.lambda_r, []).append(i)
+    final["summary"] = {
+        f"{lam:g}": {k: _summary(v[idx]) for k, v in results.items()} for lam, idx in groups.items()
+    }
+    write_json_atomic(final_path, final)
+    return final

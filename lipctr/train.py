@@ -1,0 +1,312 @@
+"""Training engine: an ensemble of members (seeds, optionally x lambda_r values) trained at once.
+
+Every per-member quantity — params, batch statistics, optimiser state, PRNG key, lambda_r and
+the early-stopping record — carries a leading ensemble axis M, and one jitted `vmap` of the
+single-member epoch trains them all. An epoch is one `lax.scan` over the batches of a fresh
+permutation of the training split, which already sits on the device; the host only syncs once
+per epoch, to read the validation AUC that drives per-member early stopping.
+
+Reading order: `TrainConfig` -> `init_members` -> `make_epoch_fn` -> `make_predict_fn` ->
+`update_early_stopping` -> `Trainer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lipctr import metrics
+from lipctr.losses import LossConfig, click_probability, multihead_loss
+from lipctr.models.base import CTRModel
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0  # the authors' Adam used none (optax.adamw defaults to 1e-4)
+    batch_size: int = 4096
+    eval_batch_size: int = 8192
+    max_epochs: int = 300
+    patience: int = 5  # stop after this many consecutive evaluations without a better valid AUC
+
+
+class TrainState(NamedTuple):
+    """One member's training state (a leading axis M when stacked)."""
+
+    params: Any
+    model_state: Any  # non-param collections, e.g. {"batch_stats": ...}; {} when none
+    opt_state: Any
+    key: jax.Array  # uint32 [2] PRNG key, split once per epoch
+    lambda_r: jax.Array  # float32 []
+    epoch: jax.Array  # int32 [], epochs completed
+
+
+class EarlyStopping(NamedTuple):
+    """Per-member best-validation record."""
+
+    best_params: Any
+    best_model_state: Any
+    best_auc: jax.Array  # float32 []
+    best_epoch: jax.Array  # int32 [], 0 = none yet
+    bad_epochs: jax.Array  # int32 []
+    stopped: jax.Array  # bool []
+    diverged: jax.Array  # bool [], stopped because the loss became NaN / inf
+
+
+class EpochStats(NamedTuple):
+    """Per-member statistics of one epoch (means over its steps)."""
+
+    loss: jax.Array
+    user_grad_norm: jax.Array  # L2 norm of the gradient of the user embedding table
+    item_grad_norm: jax.Array
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+
+
+def _example_batch(features: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return jax.tree.map(lambda x: x[:2], features)
+
+
+def init_members(model: CTRModel, tx, features, seeds, lambdas) -> TrainState:
+    """Stacked initial states for members (seeds[i], lambdas[i]); features: any batch of inputs."""
+    example = _example_batch(features)
+
+    def init_one(seed, lambda_r):
+        init_key, dropout_key, train_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+        variables = model.init({"params": init_key, "dropout": dropout_key}, example, deterministic=True)
+        params = variables["params"]
+        model_state = {k: v for k, v in variables.items() if k != "params"}
+        return TrainState(
+            params, model_state, tx.init(params), train_key, lambda_r.astype(jnp.float32), jnp.int32(0)
+        )
+
+    seeds = jnp.asarray(np.asarray(seeds, np.uint32))
+    lambdas = jnp.asarray(np.asarray(lambdas, np.float32))
+    return jax.jit(jax.vmap(init_one))(seeds, lambdas)
+
+
+def init_early_stopping(state: TrainState) -> EarlyStopping:
+    members = state.lambda_r.shape[0]
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731 (the epoch donates state's buffers)
+    return EarlyStopping(
+        best_params=copy(state.params),
+        best_model_state=copy(state.model_state),
+        best_auc=jnp.full((members,), -jnp.inf, jnp.float32),
+        best_epoch=jnp.zeros((members,), jnp.int32),
+        bad_epochs=jnp.zeros((members,), jnp.int32),
+        stopped=jnp.zeros((members,), bool),
+        diverged=jnp.zeros((members,), bool),
+    )
+
+
+def _table_grad_norm(grads, field: str) -> jax.Array:
+    tables = grads["embedding"]["tables"]
+    if field not in tables:
+        return jnp.float32(jnp.nan)
+    return jnp.sqrt(jnp.sum(jnp.square(tables[field]["embedding"])))
+
+
+def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int):
+    """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
+
+    train = {"features": {...}, "rating": [n], "label": [n]} on the device. The last partial
+    batch is filled up with examples from the start of the permutation at weight 0, so every
+    example counts exactly once in the loss (batch-norm statistics do see the fillers).
+    """
+    num_batches = max(1, math.ceil(num_train / batch_size))
+    positions = jnp.arange(num_batches * batch_size)
+    schema = model.schema
+
+    def epoch(state: TrainState, train: dict) -> tuple[TrainState, EpochStats]:
+        key, perm_key, dropout_key = jax.random.split(state.key, 3)
+        order = jax.random.permutation(perm_key, num_train)[positions % num_train]
+        batches = order.reshape(num_batches, batch_size)
+        weights = (positions < num_train).astype(jnp.float32).reshape(num_batches, batch_size)
+        config = dataclasses.replace(loss_config, lambda_r=state.lambda_r)
+
+        def step(carry, inputs):
+            params, model_state, opt_state = carry
+            index, weight, step_number = inputs
+            batch = jax.tree.map(lambda x: x[index], train)
+
+            def loss_fn(p):
+                logits, new_model_state = model.apply(
+                    {"params": p, **model_state},
+                    batch["features"],
+                    deterministic=False,
+                    rngs={"dropout": jax.random.fold_in(dropout_key, step_number)},
+                    mutable=list(model_state),
+                )
+                loss = multihead_loss(
+                    logits, batch["rating"], batch["label"], config, model.penalty(p), weight
+                )
+                return loss, new_model_state
+
+            (loss, new_model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            norms = (_table_grad_norm(grads, schema.user_field), _table_grad_norm(grads, schema.item_field))
+            return (params, new_model_state, opt_state), (loss, *norms)
+
+        carry = (state.params, state.model_state, state.opt_state)
+        inputs = (batches, weights, jnp.arange(num_batches))
+        (params, model_state, opt_state), (losses, user_norms, item_norms) = jax.lax.scan(step, carry, inputs)
+        new_state = TrainState(params, model_state, opt_state, key, state.lambda_r, state.epoch + 1)
+        return new_state, EpochStats(losses.mean(), user_norms.mean(), item_norms.mean())
+
+    return epoch
+
+
+def make_predict_fn(model: CTRModel, num_examples: int, eval_batch_size: int):
+    """predict(params, model_state, features) -> logits [n, K] for ONE member, in fixed-size chunks."""
+    chunk = min(eval_batch_size, num_examples)
+    num_chunks = math.ceil(num_examples / chunk)
+    chunks = (jnp.arange(num_chunks * chunk) % num_examples).reshape(num_chunks, chunk)
+
+    def predict(params, model_state, features):
+        def body(_, index):
+            batch = jax.tree.map(lambda x: x[index], features)
+            return None, model.apply({"params": params, **model_state}, batch, deterministic=True)
+
+        _, logits = jax.lax.scan(body, None, chunks)
+        return logits.reshape(num_chunks * chunk, -1)[:num_examples]
+
+    return predict
+
+
+def update_early_stopping(
+    es: EarlyStopping, state: TrainState, valid_auc, loss_finite, patience: int, max_epochs: int
+) -> EarlyStopping:
+    """One member's early-stopping update after an evaluation (vmap it)."""
+    active = ~es.stopped
+    improved = active & loss_finite & (valid_auc > es.best_auc)
+    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(improved, a, b), new, old)  # noqa: E731
+    bad_epochs = jnp.where(improved, 0, es.bad_epochs + active.astype(jnp.int32))
+    diverged = es.diverged | (active & ~loss_finite)
+    stopped = es.stopped | diverged | (bad_epochs >= patience) | (state.epoch >= max_epochs)
+    return EarlyStopping(
+        best_params=pick(state.params, es.best_params),
+        best_model_state=pick(state.model_state, es.best_model_state),
+        best_auc=jnp.where(improved, valid_auc, es.best_auc),
+        best_epoch=jnp.where(improved, state.epoch, es.best_epoch),
+        bad_epochs=bad_epochs,
+        stopped=stopped,
+        diverged=diverged,
+    )
+
+
+def _freeze_stopped(stopped, new, old):
+    """Members that have stopped keep their old state (so they cannot drift or spread NaNs)."""
+    def keep(a, b):
+        mask = stopped.reshape(stopped.shape + (1,) * (a.ndim - 1))
+        return jnp.where(mask, b, a)
+
+    return jax.tree.map(keep, new, old)
+
+
+def to_device(split) -> dict:
+    """A Split -> {"features", "rating", "label"} of device arrays."""
+    return jax.device_put(
+        {"features": dict(split.features), "rating": split.rating.astype(np.int32), "label": split.label.astype(np.float32)}
+    )
+
+
+class Trainer:
+    """Compiled programs for one (model, loss, data shapes): train an ensemble epoch by epoch.
+
+    The programs compile once, on first use; `trace_counts` records how often each was traced.
+    """
+
+    def __init__(self, model: CTRModel, loss_config: LossConfig, config: TrainConfig,
+                 num_train: int, num_valid: int):
+        self.model, self.loss_config, self.config = model, loss_config, config
+        self.tx = make_optimizer(config)
+        self.trace_counts = {"epoch": 0, "evaluate": 0}
+        epoch = make_epoch_fn(model, loss_config, self.tx, num_train, config.batch_size)
+        predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size)
+
+        def train_epoch(state, es, train):
+            self.trace_counts["epoch"] += 1
+            new_state, stats = jax.vmap(epoch, in_axes=(0, None))(state, train)
+            return _freeze_stopped(es.stopped, new_state, state), stats
+
+        def evaluate(state, es, stats, valid):
+            self.trace_counts["evaluate"] += 1
+            logits = jax.vmap(predict_valid, in_axes=(0, 0, None))(state.params, state.model_state, valid["features"])
+            probs = jax.vmap(lambda z: click_probability(z, loss_config.threshold, loss_config.aggregation))(logits)
+            valid_auc = jax.vmap(metrics.auc, in_axes=(0, None))(probs, valid["label"])
+            valid_logloss = jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, valid["label"])
+            finite = jnp.isfinite(stats.loss)
+            es = jax.vmap(update_early_stopping, in_axes=(0, 0, 0, 0, None, None))(
+                es, state, valid_auc, finite, config.patience, config.max_epochs
+            )
+            return es, valid_auc, valid_logloss
+
+        self.train_epoch = jax.jit(train_epoch, donate_argnums=(0,))
+        self.evaluate = jax.jit(evaluate)
+        self._predictors: dict[int, Any] = {}
+
+    def init(self, features, seeds, lambdas) -> tuple[TrainState, EarlyStopping]:
+        state = init_members(self.model, self.tx, features, seeds, lambdas)
+        return state, init_early_stopping(state)
+
+    def predict_logits(self, params, model_state, features) -> jax.Array:
+        """Logits [M, n, K] of every member on a features dict of n examples."""
+        n = jax.tree.leaves(features)[0].shape[0]
+        if n not in self._predictors:
+            predict = make_predict_fn(self.model, n, self.config.eval_batch_size)
+            self._predictors[n] = jax.jit(jax.vmap(predict, in_axes=(0, 0, None)))
+        return self._predictors[n](params, model_state, features)
+
+    def click_probability(self, logits) -> jax.Array:
+        return click_probability(logits, self.loss_config.threshold, self.loss_config.aggregation)
+
+
+class EpochRecord(NamedTuple):
+    """What the host reads after each epoch: per-member arrays [M] plus timings in seconds."""
+
+    epoch: int
+    stats: EpochStats
+    valid_auc: np.ndarray
+    valid_logloss: np.ndarray
+    stopped: np.ndarray
+    diverged: np.ndarray
+    train_seconds: float
+    eval_seconds: float
+
+
+def fit(trainer: Trainer, state: TrainState, es: EarlyStopping, train: dict, valid: dict, on_epoch=None):
+    """Train until every member has stopped; `on_epoch(state, es, record)` runs after each epoch.
+
+    The only host syncs are the ones per epoch below (timings and the stop decision).
+    """
+    epoch = int(np.max(np.asarray(state.epoch)))
+    while not bool(np.all(np.asarray(es.stopped))):
+        start = time.perf_counter()
+        state, stats = trainer.train_epoch(state, es, train)
+        stats = jax.block_until_ready(stats)
+        trained = time.perf_counter()
+        es, valid_auc, valid_logloss = jax.block_until_ready(trainer.evaluate(state, es, stats, valid))
+        epoch += 1
+        record = EpochRecord(
+            epoch,
+            EpochStats(*(np.asarray(x) for x in stats)),
+            np.asarray(valid_auc),
+            np.asarray(valid_logloss),
+            np.asarray(es.stopped),
+            np.asarray(es.diverged),
+            trained - start,
+            time.perf_counter() - trained,
+        )
+        if on_epoch is not None:
+            on_epoch(state, es, record)
+    return state, es
