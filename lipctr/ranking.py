@@ -143,18 +143,24 @@ def _interaction_keys(dataset: Dataset, num_items: int) -> np.ndarray:
     return np.unique(np.concatenate(keys))
 
 
-def _rejected(users: np.ndarray, items: np.ndarray, keys: np.ndarray, num_items: int) -> np.ndarray:
-    """bool [r, K]: items [r, K] the row's user interacted with, or repeating an earlier column."""
-    flat = users[:, None].astype(np.int64) * num_items + items
-    at = np.minimum(np.searchsorted(keys, flat), keys.size - 1)
-    seen = keys[at] == flat
-    order = np.argsort(items, axis=1, kind="stable")
-    ordered = np.take_along_axis(items, order, axis=1)
-    repeat_ordered = np.zeros(items.shape, bool)
-    repeat_ordered[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    repeat = np.zeros(items.shape, bool)
-    np.put_along_axis(repeat, order, repeat_ordered, axis=1)
-    return seen | repeat
+def _seen(users: np.ndarray, items: np.ndarray, keys: np.ndarray, num_items: int) -> np.ndarray:
+    """bool [n]: whether user [n] interacted with item [n]. The queries are sorted first (cheap
+    when they nearly are), which makes the binary search cache-friendly (~15x faster)."""
+    query = users.astype(np.int64) * num_items + items
+    order = np.argsort(query, kind="stable")
+    ordered = query[order]
+    hit = keys[np.minimum(np.searchsorted(keys, ordered), keys.size - 1)] == ordered
+    seen = np.empty_like(hit)
+    seen[order] = hit
+    return seen
+
+
+def _rejected(items: np.ndarray) -> np.ndarray:
+    """bool [r, K] for rows of items sorted ascending: the 0 entries (seen or not yet drawn)
+    and repeats of the previous column."""
+    bad = items == 0
+    bad[:, 1:] |= items[:, 1:] == items[:, :-1]
+    return bad
 
 
 def _check_enough(users: np.ndarray, keys: np.ndarray, num_items: int, k: int, name: str):
@@ -173,26 +179,38 @@ def sample_negatives(
     users: np.ndarray, keys: np.ndarray, num_items: int, k: int, rng: np.random.Generator
 ) -> np.ndarray:
     """int32 [m, k]: per row, k distinct items in 1..num_items-1 that the row's user never
-    interacted with (keys: sorted user * num_items + item). Bulk rejection sampling; rows still
-    rejected after a few dozen rounds (users who saw nearly every item) are sampled exactly."""
-    m = users.shape[0]
-    items = rng.integers(1, num_items, size=(m, k), dtype=np.int32)
-    bad = _rejected(users, items, keys, num_items)
+    interacted with (keys: sorted user * num_items + item), in random order.
+
+    Bulk rejection sampling: every round redraws the rejected entries (seen, or a repeat within
+    the row) of all rows at once. Which copy of a repeat is redrawn does not matter, so the
+    result is a uniform k-subset. Rows still rejected after a few dozen rounds (users who saw
+    nearly every item) are sampled exactly from their remaining items.
+    """
+    order = np.argsort(users, kind="stable")  # rows by user and sorted items: ordered queries
+    users = users[order]
+    items = np.sort(rng.integers(1, num_items, size=(users.shape[0], k), dtype=np.int32), axis=1)
+    items[_seen(np.repeat(users, k), items.ravel(), keys, num_items).reshape(items.shape)] = 0
+    items.sort(axis=1)
+    bad = _rejected(items)
     rows = np.flatnonzero(bad.any(axis=1))
     for _ in range(_MAX_ROUNDS):
         if rows.size == 0:
-            return items
-        sub, sub_bad = items[rows], bad[rows]
-        sub[sub_bad] = rng.integers(1, num_items, size=int(sub_bad.sum()), dtype=np.int32)
+            break
+        sub, (at_row, at_col) = items[rows], np.nonzero(bad[rows])
+        drawn = rng.integers(1, num_items, size=at_row.size, dtype=np.int32)
+        sub[at_row, at_col] = np.where(_seen(users[rows][at_row], drawn, keys, num_items), 0, drawn)
+        sub.sort(axis=1)
         items[rows] = sub
-        bad[rows] = _rejected(users[rows], sub, keys, num_items)
+        bad[rows] = _rejected(sub)
         rows = rows[bad[rows].any(axis=1)]
     for row in rows:
         user = np.int64(users[row])
         lo, hi = np.searchsorted(keys, [user * num_items, (user + 1) * num_items])
         allowed = np.setdiff1d(np.arange(1, num_items), keys[lo:hi] - user * num_items)
         items[row] = rng.choice(allowed, size=k, replace=False)
-    return items
+    out = np.empty_like(items)
+    out[order] = rng.permuted(items, axis=1)
+    return out
 
 
 def ranking_candidates(

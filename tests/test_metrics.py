@@ -363,6 +363,7 @@ def test_sampler_uniform_distinct_and_exact_for_nearly_full_users():
     expected = 3000 * 4 / 19
     assert np.all(np.abs(counts[11:] - expected) < 0.1 * expected)
     assert all(len(set(r)) == 4 for r in light[:200])
+    assert (np.diff(light, axis=1) > 0).all(axis=1).mean() < 0.2  # columns come in random order
     # user 2 saw 25 of 29 items: each row must be exactly the 4 others
     np.testing.assert_array_equal(np.sort(heavy, axis=1), np.tile([26, 27, 28, 29], (50, 1)))
 
