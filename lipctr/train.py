@@ -115,22 +115,31 @@ def _table_grad_norm(grads, field: str) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(tables[field]["embedding"])))
 
 
-def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int):
-    """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
+def epoch_batches(key, num_train: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """A fresh permutation cut into batches: indices int32 [num_batches, batch_size] and weights.
 
-    train = {"features": {...}, "rating": [n], "label": [n]} on the device. The last partial
-    batch is filled up with examples from the start of the permutation at weight 0, so every
-    example counts exactly once in the loss (batch-norm statistics do see the fillers).
+    The last partial batch is filled up with examples from the start of the permutation at
+    weight 0, so every example has weight 1 exactly once per epoch.
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
     positions = jnp.arange(num_batches * batch_size)
+    order = jax.random.permutation(key, num_train)[positions % num_train]
+    weights = (positions < num_train).astype(jnp.float32)
+    return order.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
+
+
+def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int):
+    """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
+
+    train = {"features": {...}, "rating": [n], "label": [n]} on the device. Batches come from
+    `epoch_batches` (batch-norm statistics do see the weight-0 fillers of the last batch).
+    """
+    num_batches = max(1, math.ceil(num_train / batch_size))
     schema = model.schema
 
     def epoch(state: TrainState, train: dict) -> tuple[TrainState, EpochStats]:
         key, perm_key, dropout_key = jax.random.split(state.key, 3)
-        order = jax.random.permutation(perm_key, num_train)[positions % num_train]
-        batches = order.reshape(num_batches, batch_size)
-        weights = (positions < num_train).astype(jnp.float32).reshape(num_batches, batch_size)
+        batches, weights = epoch_batches(perm_key, num_train, batch_size)
         config = dataclasses.replace(loss_config, lambda_r=state.lambda_r)
 
         def step(carry, inputs):

@@ -1,0 +1,103 @@
+"""The training engine: ensemble = independent runs, one compilation, no host transfers, batching."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from lipctr.losses import LossConfig
+from lipctr.models import build_model
+from lipctr.train import Trainer, TrainConfig, epoch_batches, fit, to_device
+
+from tests.tiny_data import tiny_dataset
+
+SEEDS = [2020, 2021, 2022, 2023, 2024]
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = tiny_dataset()
+    return ds, to_device(ds.train), to_device(ds.valid)
+
+
+def make_trainer(ds, num_outputs=5, max_epochs=3, patience=10, model="widedeep"):
+    net = build_model(model, ds.schema, num_outputs, mlp_hidden_size=(16, 16)) if model == "widedeep" else \
+        build_model(model, ds.schema, num_outputs)
+    config = TrainConfig(learning_rate=5e-3, batch_size=512, max_epochs=max_epochs, patience=patience)
+    return Trainer(net, LossConfig(lambda_r=0.5), config, len(ds.train), len(ds.valid))
+
+
+@pytest.fixture(scope="module")
+def trainer3(data):
+    return make_trainer(data[0])
+
+
+def run(trainer, train, valid, seeds, lambdas=None):
+    state, es = trainer.init(train["features"], seeds, lambdas or [0.5] * len(seeds))
+    records = []
+    state, es = fit(trainer, state, es, train, valid, lambda s, e, r: records.append(r))
+    return trainer, state, es, records
+
+
+def test_epoch_batches_cover_every_example_once():
+    indices, weights = epoch_batches(jax.random.PRNGKey(3), 1000, 384)
+    indices, weights = np.asarray(indices), np.asarray(weights)
+    assert indices.shape == weights.shape == (3, 384)
+    counts = np.bincount(indices.ravel(), weights=weights.ravel(), minlength=1000)
+    np.testing.assert_array_equal(counts, np.ones(1000))
+    assert weights.sum() == 1000
+
+
+def test_ensemble_equals_independent_runs(data, trainer3):
+    ds, train, valid = data
+    _, _, es_all, rec_all = run(trainer3, train, valid, SEEDS)
+    for i, seed in enumerate(SEEDS):
+        _, _, es_one, rec_one = run(trainer3, train, valid, [seed])
+        np.testing.assert_allclose(rec_all[-1].valid_auc[i], rec_one[-1].valid_auc[0], atol=1e-5)
+        np.testing.assert_allclose(rec_all[-1].stats.loss[i], rec_one[-1].stats.loss[0], atol=1e-5)
+        np.testing.assert_allclose(np.asarray(es_all.best_auc)[i], np.asarray(es_one.best_auc)[0], atol=1e-5)
+    # different seeds really are different members
+    assert len(set(np.round(rec_all[-1].valid_auc, 6))) == len(SEEDS)
+
+
+def test_lambda_is_a_member_axis(data, trainer3):
+    ds, train, valid = data
+    _, _, _, rec = run(trainer3, train, valid, [2020, 2020], lambdas=[0.1, 0.9])
+    _, _, _, rec_one = run(trainer3, train, valid, [2020], lambdas=[0.9])
+    np.testing.assert_allclose(rec[-1].stats.loss[1], rec_one[-1].stats.loss[0], atol=1e-5)
+    assert abs(rec[-1].stats.loss[0] - rec[-1].stats.loss[1]) > 1e-3
+
+
+def test_one_compilation_and_no_transfers_inside_an_epoch(data):
+    ds, train, valid = data
+    trainer = make_trainer(ds, model="dcnv2")  # batch-norm: a mutable collection in the scan
+    state, es = trainer.init(train["features"], SEEDS[:2], [0.5, 0.5])
+    state, stats = trainer.train_epoch(state, es, train)  # compile outside the guard
+    jax.block_until_ready(state)
+    with jax.transfer_guard("disallow"):
+        for _ in range(3):
+            state, stats = trainer.train_epoch(state, es, train)
+            es, auc, _ = trainer.evaluate(state, es, stats, valid)
+        jax.block_until_ready((state, es))
+    assert trainer.trace_counts == {"epoch": 1, "evaluate": 1}
+    assert trainer.train_epoch._cache_size() == 1
+
+
+def test_early_stopping_is_per_member_and_keeps_best(data):
+    ds, train, valid = data
+    trainer, state, es, records = run(make_trainer(ds, max_epochs=40, patience=2), train, valid, SEEDS[:3])
+    valid_auc = np.stack([r.valid_auc for r in records])  # [epochs, M]
+    stopped = np.stack([r.stopped for r in records])
+    best_epoch, best_auc = np.asarray(es.best_epoch), np.asarray(es.best_auc)
+    for m in range(3):
+        stop_at = int(np.argmax(stopped[:, m])) + 1  # first epoch at which member m is stopped
+        seen = valid_auc[:stop_at, m]
+        assert best_epoch[m] == int(np.argmax(seen)) + 1
+        np.testing.assert_allclose(best_auc[m], seen.max(), rtol=1e-6)
+        assert stop_at == min(40, best_epoch[m] + 2)
+    # best params reproduce the best validation AUC
+    from lipctr import metrics
+    logits = trainer.predict_logits(es.best_params, es.best_model_state, valid["features"])
+    auc = jax.vmap(metrics.auc, in_axes=(0, None))(trainer.click_probability(logits), valid["label"])
+    np.testing.assert_allclose(np.asarray(auc), best_auc, atol=1e-6)
