@@ -26,6 +26,9 @@ RESERVED = ("rating", "timestamp", "label")
 def preprocess(raw: RawData, config: DataConfig) -> tuple[Dataset, dict[str, np.ndarray]]:
     """-> (dataset, rows): rows[split] are the raw interaction-table rows of that split, in order."""
     inter = raw.inter
+    _require(inter, ("user_id", "item_id", "rating"), "interaction")
+    if len(inter) == 0:
+        raise DataError(f"{inter.source}: no interactions")
     stats = {"raw_interactions": len(inter)}
     ratings = validate_ratings(inter, config.num_ratings)
     rows, user_codes, item_codes, tables = filter_interactions(raw, config, stats)
@@ -62,9 +65,6 @@ def filter_interactions(raw: RawData, config: DataConfig, stats: dict):
     in `stats`. -> (kept rows ascending, user codes [n], item codes [n], {side: (table, row of
     each user / item code in it)})."""
     inter = raw.inter
-    _require(inter, ("user_id", "item_id", "rating"), "interaction")
-    if len(inter) == 0:
-        raise DataError(f"{inter.source}: no interactions")
     user_codes, user_keys = _id_codes(inter, "user_id")
     item_codes, item_keys = _id_codes(inter, "item_id")
     rows = _dedupe(user_codes, item_codes, _timestamps(inter))

@@ -61,7 +61,10 @@ def first_bad(table: RawTable, mask: np.ndarray, message: str, values=None) -> N
     bad = np.flatnonzero(mask)
     if len(bad):
         row = int(bad[0])
-        text = message.format(value=repr(values[row])) if values is not None else message
+        text = message
+        if values is not None:
+            value = values[row]
+            text = message.format(value=repr(value.item() if isinstance(value, np.generic) else value))
         more = f" ({len(bad) - 1} more such rows)" if len(bad) > 1 else ""
         raise DataError(f"{table.where(row)}: {text}{more}")
 
