@@ -124,6 +124,13 @@ def _field_tables(dataset: Dataset) -> tuple[dict, dict, list[str]]:
                 f"dataset {dataset.name!r}: schema field {key!r} must be a {side}-side field "
                 f"present in {side}_features"
             )
+        rows = picked[side][key].shape[0]
+        for name, table in picked[side].items():
+            if table.shape[0] != rows:
+                raise ValueError(
+                    f"dataset {dataset.name!r}: {side}_features[{name!r}] has {table.shape[0]} "
+                    f"rows, expected {rows} (one per id of {key!r})"
+                )
     return picked["user"], picked["item"], inter
 
 

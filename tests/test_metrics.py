@@ -377,6 +377,9 @@ def test_candidates_clear_errors():
         ranking_candidates(ds, relevance="rated")
     with pytest.raises(ValueError, match="split"):
         ranking_candidates(ds, split="dev")
+    ds.item_features["price"] = ds.item_features["price"][:-1]
+    with pytest.raises(ValueError, match=r"item_features\['price'\] has 29 rows, expected 30"):
+        ranking_candidates(ds, num_negatives=2)
     del ds.item_features["genre"]
     with pytest.raises(ValueError, match="'tiny'.*'genre'.*item_features"):
         ranking_candidates(ds, num_negatives=2)
