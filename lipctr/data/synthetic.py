@@ -134,7 +134,7 @@ def synthetic_raw(preset: str | SyntheticSizes = "tiny", seed: int = 0, *, num_r
     return (raw, preference) if return_preference else raw
 
 
-def synthetic_config(preset: str = "tiny", seed: int = 0, num_ratings: int = 5,
+def synthetic_config(preset: str | SyntheticSizes = "tiny", seed: int = 0, num_ratings: int = 5,
                      threshold: int | None = None, **overrides) -> DataConfig:
     """The DataConfig that `load_dataset` turns into the synthetic dataset (preset's k_core)."""
     name, sizes = preset_sizes(preset)
@@ -144,20 +144,21 @@ def synthetic_config(preset: str = "tiny", seed: int = 0, num_ratings: int = 5,
     return DataConfig(**{**settings, **overrides})
 
 
-def synthetic_dataset(preset: str = "tiny", seed: int = 0, *, num_ratings: int = 5,
+def synthetic_dataset(preset: str | SyntheticSizes = "tiny", seed: int = 0, *, num_ratings: int = 5,
                       threshold: int | None = None, proportions=None, return_preference: bool = False,
                       cache: bool = False, **overrides):
     """The synthetic preset through the normal preprocessing -> Dataset.
 
     With return_preference, -> (dataset, {split: continuous preference float64 [n]}) aligned with
     each split's rows (e.g. to re-bucket into other numbers of classes). `overrides` are
-    DataConfig fields (k_core, split_ratios, split_seed, ...); cache=True uses the on-disk cache.
+    DataConfig fields (k_core, split_ratios, split_seed, ...); cache=True uses the on-disk cache
+    (named presets with default proportions only).
     """
     from lipctr.data.loader import load_with_rows
     from lipctr.data.preprocess import preprocess
 
     config = synthetic_config(preset, seed, num_ratings, threshold, **overrides)
-    if proportions is None and not return_preference:
+    if isinstance(preset, str) and proportions is None and not return_preference:
         return load_with_rows(config, cache)[0]
     raw, preference = synthetic_raw(preset, seed, num_ratings=num_ratings, proportions=proportions,
                                     return_preference=True)
