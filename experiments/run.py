@@ -100,6 +100,7 @@ def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidat
         "auc": np.asarray(jax.vmap(metrics.auc, in_axes=(0, None))(probs, test["label"])),
         "logloss": np.asarray(jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, test["label"])),
     }
+    candidates = candidates.select(candidates.relevant)
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.features.items()}
     ranked_logits = trainer.predict_logits(es.best_params, es.best_model_state, jax.device_put(flat))
     scores = trainer.click_probability(ranked_logits).reshape(len(probs), *candidates.relevant.shape, -1)
