@@ -39,22 +39,28 @@ def load_dataset(config: DataConfig, cache: bool = True) -> Dataset:
 def load_with_rows(config: DataConfig, cache: bool = True) -> tuple[Dataset, dict[str, np.ndarray]]:
     """(dataset, rows): rows[split] = the raw interaction-table row of each example of the split."""
     config = resolve_format(config)
-    files = source_files(config)
     path = None
     if cache:
-        extra = {"generator": _synthetic().GENERATOR_VERSION} if config.format == "synthetic" else None
-        key = cache_key(config, files, extra)
-        path = dataset_dir(config) / "cache" / f"{config.name}-{key[:20]}.npz"
+        path = cache_file(config)
         cached = load_cache(path)
         if cached is not None:
             cached[0].stats.update(cache="hit", cache_file=str(path))
             return cached
+    else:
+        source_files(config)  # fetches ML-100K, or raises DatasetNotFoundError
     dataset, rows = preprocess(read_raw(config), config)
     dataset.stats["source"] = config.format
     if path is not None:
         save_cache(path, dataset, rows)
     dataset.stats.update(cache="written" if path else "off", cache_file=str(path) if path else None)
     return dataset, rows
+
+
+def cache_file(config: DataConfig) -> Path:
+    """<dataset folder>/cache/<name>-<key>.npz for the current files and config (format resolved)."""
+    extra = {"generator": _synthetic().GENERATOR_VERSION} if config.format == "synthetic" else None
+    key = cache_key(config, source_files(config), extra)
+    return dataset_dir(config) / "cache" / f"{config.name}-{key[:20]}.npz"
 
 
 def read_raw(config: DataConfig) -> RawData:

@@ -124,13 +124,17 @@ def _id_codes(table: RawTable, key: str) -> tuple[np.ndarray, pd.Index]:
 
 
 def _timestamps(table: RawTable) -> np.ndarray | None:
+    """float64 [n] timestamps (missing -> -inf, i.e. oldest), or None without the column."""
     if "timestamp" not in table.frame.columns:
         return None
     column = table.frame["timestamp"]
-    values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    text = column.astype(str).str.strip()
-    missing = text.isin(["", "nan", "NaN", "None", "<NA>"]).to_numpy()
-    first_bad(table, np.isnan(values) & ~missing, "timestamp {value} is not a number", column.to_numpy())
+    if pd.api.types.is_numeric_dtype(column):
+        values = column.to_numpy(np.float64, na_value=np.nan)
+    else:
+        text = column.astype(str).str.strip()
+        values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        missing = text.isin(["", "nan", "NaN", "None", "<NA>"]).to_numpy()
+        first_bad(table, np.isnan(values) & ~missing, "timestamp {value} is not a number", column.to_numpy())
     return np.where(np.isnan(values), -np.inf, values)
 
 
