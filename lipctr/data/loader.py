@@ -21,8 +21,8 @@ from lipctr.data.raw import RawData
 from lipctr.data.schema import Dataset
 
 SOURCES = {
-    "ml-1m": "GroupLens's ml-1m.zip (https://grouplens.org/datasets/movielens/1m/) or the "
-    "ratings.dat, users.dat and movies.dat extracted from it",
+    "ml-1m": "GroupLens's ml-1m.zip (https://grouplens.org/datasets/movielens/1m/), or the "
+    "ratings.dat, users.dat and movies.dat extracted from it (directly or in an ml-1m/ sub-folder)",
     "yelp2018": "RecBole's yelp2018 atomic files (RUCAIBox/RecSysDatasets, converted from "
     "https://www.yelp.com/dataset)",
     "amazon-book": "RecBole's Amazon_Books atomic files (RUCAIBox/RecSysDatasets, converted from "
@@ -107,8 +107,7 @@ def not_found_message(config: DataConfig) -> str:
     atomic_names = ", ".join(f"{config.stem}.{t}" for t in (config.load_col or {"inter": 0}))
     if config.format == "grouplens" or config.name == "ml-1m":
         return (
-            f"dataset {config.name!r} not found in {folder}: expected {SOURCES['ml-1m']} "
-            f"(ml-1m.zip, or ratings.dat / users.dat / movies.dat, or an ml-1m/ folder holding them), "
+            f"dataset {config.name!r} not found in {folder}: expected {SOURCES['ml-1m']}, "
             f"or RecBole's atomic {atomic_names}. {where}"
         )
     wanted = atomic.atomic_files(config) if config.format == "atomic" else tabular.tabular_files(config)
