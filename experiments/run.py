@@ -96,16 +96,14 @@ def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidat
     logits = jax.block_until_ready(trainer.predict_logits(es.best_params, es.best_model_state, test["features"]))
     probs = trainer.click_probability(logits)
     test_seconds = time.perf_counter() - start
+    scores = trainer.click_score(logits)
     results = {
-        "auc": np.asarray(jax.vmap(metrics.auc, in_axes=(0, None))(probs, test["label"])),
+        "auc": np.asarray(jax.vmap(metrics.auc, in_axes=(0, None))(scores, test["label"])),
         "logloss": np.asarray(jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, test["label"])),
     }
-    candidates = candidates.select(candidates.relevant)
-    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.features.items()}
-    ranked_logits = trainer.predict_logits(es.best_params, es.best_model_state, jax.device_put(flat))
-    scores = trainer.click_probability(ranked_logits).reshape(len(probs), *candidates.relevant.shape, -1)
-    ks = tuple(config["eval"]["ks"])
-    ranking = jax.vmap(lambda s: metrics.ranking_metrics(s, candidates.relevant, ks))(scores)
+    relevant = candidates.select(candidates.relevant)
+    ranked = trainer.score_candidates(es.best_params, es.best_model_state, relevant)
+    ranking = jax.vmap(lambda s: metrics.ranking_metrics(s, relevant.relevant, tuple(config["eval"]["ks"])))(ranked)
     results.update({k: np.asarray(v) for k, v in ranking.items()})
     arrays = {
         "label": dataset.test.label,

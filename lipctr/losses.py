@@ -58,6 +58,13 @@ def click_probability(logits: jax.Array, threshold: int = 3, aggregation: Aggreg
     return jnp.exp(log_p)
 
 
+def click_score(logits: jax.Array, threshold: int = 3, aggregation: Aggregation = "prob"):
+    """log(p_hat / (1 - p_hat)) [B]: a strictly increasing function of p_hat that does not
+    saturate in float32, so AUC and ranking see no artificial ties where p_hat rounds to 1."""
+    log_p, log_q = binary_log_probs(logits, threshold, aggregation)
+    return log_p - log_q
+
+
 def bce_per_example(logits, label, threshold: int = 3, aggregation: Aggregation = "prob"):
     """Binary cross-entropy of p_hat against label in {0, 1}, [B]."""
     log_p, log_q = binary_log_probs(logits, threshold, aggregation)

@@ -23,7 +23,8 @@ import numpy as np
 import optax
 
 from lipctr import metrics
-from lipctr.losses import LossConfig, click_probability, multihead_loss
+from lipctr.losses import LossConfig, click_probability, click_score, multihead_loss
+from lipctr.ranking import candidate_features, flatten_candidates
 from lipctr.models.base import CTRModel
 
 
@@ -251,8 +252,8 @@ class Trainer:
         def evaluate(state, es, stats, valid):
             self.trace_counts["evaluate"] += 1
             logits = jax.vmap(predict_valid, in_axes=(0, 0, None))(state.params, state.model_state, valid["features"])
-            probs = jax.vmap(lambda z: click_probability(z, loss_config.threshold, loss_config.aggregation))(logits)
-            valid_auc = jax.vmap(metrics.auc, in_axes=(0, None))(probs, valid["label"])
+            probs = self.click_probability(logits)
+            valid_auc = jax.vmap(metrics.auc, in_axes=(0, None))(self.click_score(logits), valid["label"])
             valid_logloss = jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, valid["label"])
             finite = jnp.isfinite(stats.loss)
             es = jax.vmap(update_early_stopping, in_axes=(0, 0, 0, 0, None, None))(
@@ -278,6 +279,34 @@ class Trainer:
 
     def click_probability(self, logits) -> jax.Array:
         return click_probability(logits, self.loss_config.threshold, self.loss_config.aggregation)
+
+    def click_score(self, logits) -> jax.Array:
+        """The ranking score (log-odds of p_hat) used for AUC and ranking metrics."""
+        return click_score(logits, self.loss_config.threshold, self.loss_config.aggregation)
+
+    def score_candidates(self, params, model_state, candidates, rows_per_chunk: int = 256) -> jax.Array:
+        """Ranking scores [M, m, C] of every member on RankingCandidates; candidate features are
+        gathered on the device chunk by chunk, never materialised for all m x C pairs."""
+        padded = candidates.padded(rows_per_chunk)
+        num_chunks = padded.num_rows // rows_per_chunk
+        items = jax.device_put(padded.items.reshape(num_chunks, rows_per_chunk, -1))
+        rows = jax.device_put({k: v.reshape((num_chunks, rows_per_chunk) + v.shape[1:])
+                               for k, v in padded.row_features.items()})
+        tables = jax.device_put(candidates.item_features)
+        key = ("candidates", num_chunks, rows_per_chunk, padded.num_candidates)
+        if key not in self._predictors:
+            def score(params, model_state, items, rows, tables):
+                def body(_, chunk):
+                    chunk_items, chunk_rows = chunk
+                    features = flatten_candidates(candidate_features(chunk_rows, tables, chunk_items))
+                    logits = self.model.apply({"params": params, **model_state}, features, deterministic=True)
+                    return None, self.click_score(logits).reshape(chunk_items.shape)
+
+                return jax.lax.scan(body, None, (items, rows))[1].reshape(-1, items.shape[-1])
+
+            self._predictors[key] = jax.jit(jax.vmap(score, in_axes=(0, 0, None, None, None)))
+        scores = self._predictors[key](params, model_state, items, rows, tables)
+        return scores[:, : candidates.num_rows]
 
 
 class EpochRecord(NamedTuple):

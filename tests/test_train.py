@@ -101,3 +101,16 @@ def test_early_stopping_is_per_member_and_keeps_best(data):
     logits = trainer.predict_logits(es.best_params, es.best_model_state, valid["features"])
     auc = jax.vmap(metrics.auc, in_axes=(0, None))(trainer.click_probability(logits), valid["label"])
     np.testing.assert_allclose(np.asarray(auc), best_auc, atol=1e-6)
+
+
+def test_candidate_scoring_in_chunks_equals_direct_scoring(data, trainer3):
+    from lipctr.ranking import ranking_candidates
+
+    ds, train, valid = data
+    state, es = trainer3.init(train["features"], SEEDS[:2], [0.5, 0.5])
+    candidates = ranking_candidates(ds, "test", 20, seed=1, relevance="any")
+    chunked = trainer3.score_candidates(state.params, state.model_state, candidates, rows_per_chunk=64)
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.features.items()}
+    direct = trainer3.click_score(trainer3.predict_logits(state.params, state.model_state, jax.device_put(flat)))
+    assert chunked.shape == (2, candidates.num_rows, 21)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(direct).reshape(2, -1, 21), rtol=1e-5, atol=1e-5)
