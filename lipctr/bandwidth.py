@@ -1,0 +1,101 @@
+"""Supervision bandwidth: bucket a continuous preference signal into N ordered classes.
+
+For implicit signals (play counts, dwell time) or a synthetic latent preference, `bucketize`
+turns values into classes 1..N and a binary threshold t_sh (positive iff class > t_sh) such
+that the binary label is the SAME for every N: positive iff value > q, q the
+`threshold_quantile`-quantile of the values. This is what makes a bandwidth sweep compare like
+with like: only the number of classes changes, never the binary task.
+
+How the classes are cut: t_sh = clip(round(N * threshold_quantile), 1, N - 1) classes lie at or
+below q and N - t_sh above it; each side is split into equal-mass quantile bins. Edges are
+quantiles at levels threshold_quantile * j / t_sh (j = 1..t_sh, the last being q itself) and
+threshold_quantile + (1 - threshold_quantile) * j / (N - t_sh) (j = 1..N - t_sh - 1). When
+N * threshold_quantile is an integer all N classes hold equal mass; otherwise the two sides hold
+unequal masses (e.g. N = 3, quantile 0.6: classes of mass 0.3, 0.3, 0.4), the price of keeping
+the binary threshold fixed. Class k holds the values v with edge[k-2] < v <= edge[k-1], so tied
+values always share a class; ties can therefore empty a class, which is reported as an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+    """classes int32 [n] in 1..N; threshold t_sh; edges float64 [N - 1] (upper edge of classes 1..N-1)."""
+
+    classes: np.ndarray
+    threshold: int
+    edges: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.edges.size + 1)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Binary labels float32 [n]: 1.0 iff class > threshold."""
+        return (self.classes > self.threshold).astype(np.float32)
+
+    def assign(self, values, name: str = "values") -> np.ndarray:
+        """Classes of new values (e.g. valid / test) with these edges: int32 [m] in 1..N."""
+        return assign_classes(_finite_vector(values, name), self.edges)
+
+
+def _finite_vector(values, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {array.shape}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite value(s), first at index {int(np.argmax(bad))}")
+    return array
+
+
+def threshold_class(num_classes: int, threshold_quantile: float) -> int:
+    """t_sh = clip(round(N * threshold_quantile), 1, N - 1): the number of classes at or below q."""
+    return int(min(max(round(num_classes * threshold_quantile), 1), num_classes - 1))
+
+
+def quantile_levels(num_classes: int, threshold_quantile: float) -> np.ndarray:
+    """The N - 1 quantile levels of the class edges, increasing, threshold_quantile among them."""
+    t = threshold_class(num_classes, threshold_quantile)
+    below = threshold_quantile * (np.arange(1, t + 1) / t)  # the last level is exactly q
+    above = threshold_quantile + (1.0 - threshold_quantile) * np.arange(1, num_classes - t) / (num_classes - t)
+    return np.concatenate([below, above])
+
+
+def assign_classes(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Class k (1-based) for edge[k-2] < v <= edge[k-1]: values [n], edges [N - 1] -> int32 [n]."""
+    return (np.searchsorted(edges, values, side="left") + 1).astype(np.int32)
+
+
+def bucketize(values, num_classes: int, threshold_quantile: float = 0.6, name: str = "values") -> Buckets:
+    """Bucket a continuous signal values [n] into classes 1..N with a binary threshold t_sh such
+    that class > t_sh iff value > the threshold_quantile-quantile, the same for every N.
+
+    Raises ValueError for N < 2, a quantile outside (0, 1), NaN / inf values, fewer distinct
+    values than classes, or ties that leave a class empty.
+    """
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
+    if not 0.0 < threshold_quantile < 1.0:
+        raise ValueError(f"threshold_quantile must lie in (0, 1), got {threshold_quantile}")
+    array = _finite_vector(values, name)
+    distinct = np.unique(array).size
+    if distinct < num_classes:
+        raise ValueError(f"{name} has {distinct} distinct value(s); {num_classes} classes need at least as many")
+    num_classes = int(num_classes)
+    edges = np.quantile(array, quantile_levels(num_classes, threshold_quantile))
+    classes = assign_classes(array, edges)
+    counts = np.bincount(classes, minlength=num_classes + 1)[1:]
+    if (counts == 0).any():
+        empty = (np.flatnonzero(counts == 0) + 1).tolist()
+        raise ValueError(
+            f"{name}: class(es) {empty} of {num_classes} are empty because of tied values "
+            f"(quantile edges {np.round(edges, 6).tolist()}); use fewer classes"
+        )
+    return Buckets(classes, threshold_class(num_classes, threshold_quantile), edges)

@@ -1,0 +1,246 @@
+"""Theorem 1 measurements against numpy closed forms, hand-derived Jacobians and SVD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lipctr import lipschitz as lip
+
+def np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def np_softmax_jacobian(z, tau=1.0):
+    p = np_softmax(z / tau)
+    return (np.diag(p) - np.outer(p, p)) / tau
+
+
+# ------------------------------------------------------------------------- softmax Jacobian
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("n", [2, 5, 13])
+def test_jacfwd_equals_closed_form(tau, n):
+    rng = np.random.default_rng(n)
+    with jax.enable_x64(True):
+        for z in rng.normal(scale=3.0, size=(4, n)):
+            auto = np.asarray(lip.softmax_jacobian(z, tau))
+            assert np.abs(auto - np.asarray(lip.softmax_jacobian_closed_form(z, tau))).max() < 1e-6
+            assert np.abs(auto - np_softmax_jacobian(z, tau)).max() < 1e-6
+
+
+def test_batched_frobenius_norms_match_numpy():
+    z = np.random.default_rng(1).normal(scale=2.0, size=(37, 6))
+    with jax.enable_x64(True):
+        norms = lip.jacobian_frobenius_norms(z, tau=0.7, chunk_size=8)
+        from_probs = np.asarray(lip.frobenius_norm_from_probs(np_softmax(z / 0.7), tau=0.7))
+    expected = np.array([np.linalg.norm(np_softmax_jacobian(row, 0.7)) for row in z])
+    np.testing.assert_allclose(norms, expected, rtol=1e-10)
+    np.testing.assert_allclose(from_probs, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
+def test_uniform_norm_table(tau):
+    with jax.enable_x64(True):
+        table = lip.norm_vs_bandwidth(range(2, 65), tau)
+    n = np.arange(2, 65)
+    np.testing.assert_allclose(table["norm_uniform"], np.sqrt(n - 1) / (n * tau), rtol=1e-12)
+    np.testing.assert_allclose(table["norm_uniform_closed_form"], np.sqrt(n - 1) / (n * tau), rtol=1e-12)
+    np.testing.assert_allclose(table["paper_bound"], 1 / (tau * np.sqrt(n)), rtol=1e-12)
+    # uniform logits always satisfy the bound; the supremum 1/(2 tau) only for N <= 4
+    assert (table["norm_uniform"] < table["paper_bound"]).all()
+    assert (table["bound_holds_everywhere"] == (0.5 / tau <= table["paper_bound"] + 1e-12)).all()
+
+
+@pytest.mark.parametrize("n", [2, 5, 10, 64])
+def test_two_class_concentration_limit(n):
+    with jax.enable_x64(True):
+        z = np.zeros(n)
+        z[:2] = 40.0  # p -> (1/2, 1/2, 0, ...)
+        norm = float(jnp.linalg.norm(lip.softmax_jacobian(z)))
+    assert abs(norm - 0.5) < 1e-12
+    assert (norm > 1 / np.sqrt(n)) == (n >= 5)
+
+
+def project_to_simplex(v):
+    """Euclidean projection of each row of v [M, N] onto the probability simplex (sort-based)."""
+    u = -jnp.sort(-v, axis=-1)
+    css = jnp.cumsum(u, axis=-1) - 1.0
+    j = jnp.arange(1, v.shape[-1] + 1)
+    rho = jnp.sum(u - css / j > 0, axis=-1, keepdims=True)
+    theta = jnp.take_along_axis(css, rho - 1, axis=-1) / rho
+    return jnp.maximum(v - theta, 0.0)
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+def test_supremum_found_by_optimisation(n):
+    """Projected gradient ascent of ||diag(p) - p p^T||_F over the simplex, from many random
+    starts, never beats 1/2 and reaches it at p uniform on two classes; nor do random points."""
+    with jax.enable_x64(True):
+        norm = lambda p: jnp.linalg.norm(jnp.diag(p) - jnp.outer(p, p))
+        grad = jax.vmap(jax.grad(norm))
+        step = lambda ps, _: (project_to_simplex(ps + 0.05 * grad(ps)), None)
+        rng = np.random.default_rng(n)
+        start = jnp.asarray(rng.dirichlet(np.ones(n), 64))
+        ps, _ = jax.lax.scan(step, start, None, length=500)
+        norms = np.asarray(jax.vmap(norm)(ps))
+        best = np.sort(np.asarray(ps)[np.argmax(norms)])
+        dirichlet = np.concatenate([rng.dirichlet(np.full(n, a), 5000) for a in (0.05, 0.3, 1.0, 10.0)])
+        sampled = np.asarray(lip.frobenius_norm_from_probs(dirichlet))
+    np.testing.assert_allclose(np.asarray(ps).sum(-1), 1.0, atol=1e-12)
+    assert norms.max() <= lip.supremum_norm() + 1e-12
+    assert abs(norms.max() - lip.supremum_norm()) < 1e-9
+    np.testing.assert_allclose(best[-2:], [0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(best[:-2], 0.0, atol=1e-6)
+    assert sampled.max() <= lip.supremum_norm() + 1e-12
+
+
+def test_distribution_fraction_above_bound():
+    table = lip.norm_distribution_by_scale(jax.random.key(1), 10, scales=(0.1, 1.0, 2.0), num=500)
+    small = table[table["scale"] == 0.1].iloc[0]
+    assert small["fraction_above_bound"] == 0.0  # near uniform the bound holds
+    assert abs(small["mean"] - lip.uniform_norm(10)) < 0.01
+    assert table["fraction_above_bound"].max() > 0.0  # and away from uniform it fails
+    assert (table["max"] <= 0.5 + 1e-6).all()
+    logits = np.asarray(lip.random_logits(jax.random.key(2), 300, 10, 2.0))
+    dist = lip.jacobian_norm_distribution(logits)
+    expected = np.array([np.linalg.norm(np_softmax_jacobian(z)) for z in logits])
+    np.testing.assert_allclose(dist.norms, expected, rtol=1e-4)
+    assert dist.fraction_above == np.mean(expected > 1 / np.sqrt(10))
+
+
+def test_softmax_errors():
+    with pytest.raises(ValueError, match=r"logits must have shape \[N\]"):
+        lip.softmax_jacobian(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        lip.softmax_jacobian(np.zeros(3), tau=0.0)
+    with pytest.raises(ValueError, match=r"\[M, N\] with N >= 2"):
+        lip.jacobian_norm_distribution(np.zeros((4, 1)))
+
+
+# --------------------------------------------------------------- local Lipschitz of a model
+
+F, D = 3, 2  # fields, embedding dim
+
+
+def np_click_gradient(dz_de, z, threshold, aggregation):
+    """Gradient of p_hat w.r.t. e from dz/de [F*D, K] and logits z [K], by hand."""
+    if z.size == 1:
+        s = 1 / (1 + np.exp(-z[0]))
+        return dz_de[:, 0] * s * (1 - s)
+    if aggregation == "logit_sum":
+        c = np.where(np.arange(z.size) >= threshold, 1.0, -1.0)
+        s = 1 / (1 + np.exp(-(c @ z)))
+        return dz_de @ (s * (1 - s) * c)
+    p = np_softmax(z)
+    pos = (np.arange(z.size) >= threshold).astype(float)
+    return dz_de @ (p * (pos - p @ pos))
+
+
+def np_prob_jacobian(dz_de, z):
+    """Jacobian [K', F*D] of the probability vector w.r.t. e."""
+    if z.size == 1:
+        s = 1 / (1 + np.exp(-z[0]))
+        g = dz_de[:, 0] * s * (1 - s)
+        return np.stack([g, -g])
+    return np_softmax_jacobian(z) @ dz_de.T
+
+
+def linear_model(k, rng):
+    a, b = rng.normal(size=(F * D, k)), rng.normal(size=k)
+    apply_fn = lambda f, off: (f["e"] + off).reshape(off.shape[0], -1) @ a + b
+    hand = lambda e: (a, e.reshape(-1) @ a + b)  # (dz/de, z)
+    return apply_fn, hand
+
+
+def mlp_model(k, rng):
+    w1, b1 = rng.normal(size=(F * D, 4)), rng.normal(size=4)
+    w2, b2 = rng.normal(size=(4, k)), rng.normal(size=k)
+    apply_fn = lambda f, off: jnp.tanh((f["e"] + off).reshape(off.shape[0], -1) @ w1 + b1) @ w2 + b2
+
+    def hand(e):
+        h = np.tanh(e.reshape(-1) @ w1 + b1)
+        return w1 @ np.diag(1 - h**2) @ w2, h @ w2 + b2
+
+    return apply_fn, hand
+
+
+@pytest.mark.parametrize("build", [linear_model, mlp_model])
+@pytest.mark.parametrize("k,aggregation", [(1, "prob"), (5, "prob"), (5, "logit_sum")])
+@pytest.mark.parametrize("mode", ["jacfwd", "jacrev"])
+def test_gradient_norms_match_hand_jacobian(build, k, aggregation, mode):
+    rng = np.random.default_rng(k)
+    apply_fn, hand = build(k, rng)
+    feats = {"e": rng.normal(scale=0.5, size=(7, F, D))}
+    with jax.enable_x64(True):
+        norms = lip.input_gradient_norms(apply_fn, feats, (F, D), 3, aggregation, chunk_size=3, mode=mode, dtype=jnp.float64)
+    expected = [np.linalg.norm(np_click_gradient(*hand(e), 3, aggregation)) for e in feats["e"]]
+    np.testing.assert_allclose(norms, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("build", [linear_model, mlp_model])
+@pytest.mark.parametrize("k", [1, 5])
+def test_spectral_norms_match_svd_and_finite_difference(build, k):
+    rng = np.random.default_rng(k)
+    apply_fn, hand = build(k, rng)
+    feats = {"e": rng.normal(scale=0.5, size=(5, F, D))}
+    with jax.enable_x64(True):
+        probs, probs_fd = lip.input_spectral_norms(apply_fn, feats, (F, D), "probs", num_iters=200, chunk_size=2, dtype=jnp.float64)
+        logits, logits_fd = lip.input_spectral_norms(apply_fn, feats, (F, D), "logits", num_iters=200, dtype=jnp.float64)
+    svd = lambda m: np.linalg.svd(m, compute_uv=False)[0]
+    expected_probs = [svd(np_prob_jacobian(*hand(e))) for e in feats["e"]]
+    expected_logits = [svd(hand(e)[0]) for e in feats["e"]]
+    np.testing.assert_allclose(probs, expected_probs, rtol=1e-6)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-6)
+    np.testing.assert_allclose(probs_fd, probs, rtol=1e-4)
+    np.testing.assert_allclose(logits_fd, logits, rtol=1e-4)
+    if build is linear_model:  # a linear map has one Lipschitz constant: sigma_max(A) everywhere
+        np.testing.assert_allclose(logits, np.full(5, expected_logits[0]), rtol=1e-6)
+
+
+def test_widedeep_matches_batched_gradient():
+    """On a real backbone, the per-example estimates equal an independent whole-batch jax.grad."""
+    from lipctr.data.schema import Field, Schema
+    from lipctr.models import build_model
+
+    schema = Schema((Field("user_id", "token", "inter", 6), Field("item_id", "token", "inter", 5), Field("genre", "token_seq", "item", 4, 3)))
+    model = build_model("widedeep", schema, num_outputs=5, embedding_dim=4, mlp_hidden_size=(8,))
+    rng = np.random.default_rng(3)
+    feats = {
+        "user_id": jnp.array(rng.integers(1, 6, 9), jnp.int32),
+        "item_id": jnp.array(rng.integers(1, 5, 9), jnp.int32),
+        "genre": jnp.array(rng.integers(0, 4, (9, 3)), jnp.int32),
+    }
+    variables = model.init(jax.random.key(0), feats)
+    apply_fn = lambda f, off: model.apply(variables, f, deterministic=True, embedding_offset=off)
+    table = lip.local_lipschitz(apply_fn, feats, (3, 4), num_iters=100, chunk_size=4)
+    from lipctr.losses import click_probability
+
+    zero = jnp.zeros((9, 3, 4))
+    grads = jax.grad(lambda off: click_probability(apply_fn(feats, off)).sum())(zero)
+    np.testing.assert_allclose(table["grad_norm"], np.linalg.norm(np.asarray(grads).reshape(9, -1), axis=1), rtol=1e-4)
+    jac = jax.jacrev(lambda off: lip.probability_vector(apply_fn(feats, off)))(zero)  # [9, 5, 9, 3, 4]
+    per_example = np.stack([np.asarray(jac)[i, :, i].reshape(5, -1) for i in range(9)])
+    expected = [np.linalg.svd(m, compute_uv=False)[0] for m in per_example]
+    np.testing.assert_allclose(table["spectral_probs"], expected, rtol=1e-3)
+    # float32 central differences: absolute error ~ eps / h; a dead-ReLU example has sigma = 0
+    np.testing.assert_allclose(table["spectral_probs_fd"], table["spectral_probs"], rtol=2e-2, atol=1e-4)
+    assert (table["ratio"].dropna() <= 0.5 + 1e-6).all()  # ||J_softmax||_2 <= 1/2 bounds L_p / L_f
+    summary = lip.summarize(table)
+    assert summary.loc["max", "grad_norm"] == table["grad_norm"].max()
+    assert summary.loc["median", "spectral_logits"] == np.median(table["spectral_logits"])
+
+
+def test_model_input_errors():
+    apply_fn, _ = linear_model(5, np.random.default_rng(0))
+    feats = {"e": np.zeros((4, F, D))}
+    with pytest.raises(ValueError, match="emb_shape"):
+        lip.input_gradient_norms(apply_fn, feats, (F * D,))
+    with pytest.raises(ValueError, match="share their first dimension"):
+        lip.input_gradient_norms(apply_fn, {"e": feats["e"], "x": np.zeros(3)}, (F, D))
+    with pytest.raises(ValueError, match=r"logits \[B, K\]"):
+        lip.input_gradient_norms(lambda f, off: apply_fn(f, off)[0], feats, (F, D))
+    with pytest.raises(ValueError, match="output must be"):
+        lip.input_spectral_norms(apply_fn, feats, (F, D), output="p")
