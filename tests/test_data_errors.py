@@ -69,6 +69,7 @@ CASES = {
                            {}, ["toy.inter", "'v'", "float_seq", "load_col"]),
     "empty after filtering": (lambda d: _write_inter(d, GOOD), {"k_core": 3},
                               ["toy.inter", "no interactions left after filtering", "k_core"]),
+    "header only": (lambda d: _write_inter(d, []), {}, ["toy.inter: no interactions"]),
     "empty split": (lambda d: _write_inter(d, GOOD[:2]), {},
                     ["toy.inter", "2 interactions", "split empty"]),
     "not utf-8": (lambda d: (d / "toy.inter").write_bytes(("\t".join(INTER_HEADER) + "\nu\xe9\ti1\t5\t1\n").encode("latin-1")),

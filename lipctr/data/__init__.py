@@ -10,9 +10,10 @@ from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData, RawTable
 from lipctr.data.schema import Dataset, Field, Schema, Split
 from lipctr.data.summary import format_summary
+from lipctr.data.synthetic import synthetic_dataset, synthetic_raw
 
 __all__ = [
     "PRESETS", "DataConfig", "DataError", "Dataset", "DatasetNotFoundError", "Field", "RawData",
     "RawTable", "Schema", "Split", "dataset_dir", "datasets_root", "format_summary", "get_preset",
-    "load_dataset", "preprocess", "read_raw", "sequence_lengths",
+    "load_dataset", "preprocess", "read_raw", "sequence_lengths", "synthetic_dataset", "synthetic_raw",
 ]

@@ -1,12 +1,13 @@
 """`DataConfig`: what to read and how to preprocess it; the paper's presets; the datasets root.
 
 A config is plain, frozen data. Its mappings (`load_col`, `files`, `columns`, `field_types`) are
-normalised to dicts of tuples / strings, so a config is comparable but not hashable.
+normalised to dicts of tuples / strings; equality and hashing go by value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -106,6 +107,9 @@ class DataConfig:
         object.__setattr__(self, "split_ratios", ratios)
         if not self.seq_separator:
             raise DataError(f"{where}: seq_separator must be a non-empty string")
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(dataclasses.asdict(self), sort_keys=True, default=list))
 
     @property
     def stem(self) -> str:

@@ -27,7 +27,8 @@ def write_atomic(raw: RawData, folder: Path, stem: str, separator: str = " ") ->
             if kind != "float" and frame[name].dtype == object:
                 bad = frame[name].astype(str).str.contains(r"[\t\n\r]", regex=True)
                 if bad.any():
-                    raise DataError(f"{table.where(int(bad.to_numpy().argmax()))}: field {name!r} holds a tab or newline")
+                    row = int(bad.to_numpy().argmax())
+                    raise DataError(f"{table.where(row)}: field {name!r} holds a tab or newline")
         frame.columns = [f"{name}:{table.kinds[name]}" for name in frame.columns]
         path = Path(folder) / f"{stem}.{table_name}"
         write_atomically(path, lambda handle, frame=frame: frame.to_csv(handle, sep="\t", index=False))

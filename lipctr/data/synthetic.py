@@ -187,8 +187,8 @@ def _sample_pairs(rng, sizes: SyntheticSizes, item_bias: np.ndarray) -> tuple[np
     keys = np.empty(0, np.int64)
     while len(keys) < sizes.interactions:
         draw = int(1.3 * (sizes.interactions - len(keys))) + 64
-        new = rng.choice(sizes.users, draw, p=activity) * np.int64(sizes.items) + rng.choice(sizes.items, draw, p=popularity)
-        keys = np.concatenate([keys, new])
+        users = rng.choice(sizes.users, draw, p=activity).astype(np.int64)
+        keys = np.concatenate([keys, users * sizes.items + rng.choice(sizes.items, draw, p=popularity)])
         _, first = np.unique(keys, return_index=True)
         keys = keys[np.sort(first)]
     keys = keys[: sizes.interactions]
@@ -230,5 +230,8 @@ def _table(columns: dict, key: str, n: int, source: str) -> RawTable | None:
     frame = pd.DataFrame({key: np.arange(1, n + 1), **columns})
     kinds = {key: "token"}
     for name, values in columns.items():
-        kinds[name] = "token_seq" if isinstance(values, list) else ("float" if values.dtype.kind == "f" else "token")
+        if isinstance(values, list):
+            kinds[name] = "token_seq"
+        else:
+            kinds[name] = "float" if values.dtype.kind == "f" else "token"
     return RawTable(frame, kinds, source)

@@ -88,7 +88,8 @@ def _read_csv(path: Path, columns, renames: dict, config: DataConfig) -> RawTabl
         raise DataError(f"{path}: empty file, expected a header line of column names")
     header = next(csv.reader([text.split("\n", 1)[0].rstrip("\r")], delimiter=separator))
     wanted = _wanted(path, header, columns, renames)
-    check_fields(str(path), lines, counts, len(header), f"{separator!r}-separated, header has {len(header)} columns")
+    hint = f"{separator!r}-separated, header has {len(header)} columns"
+    check_fields(str(path), lines, counts, len(header), hint)
     fields = [renames.get(c, c) for c in wanted]
     numeric = {f for f in fields if _kind(f, config) == "float"}
     frame = read_columns(
@@ -133,7 +134,8 @@ def _parquet_floats(table: RawTable, field: str) -> np.ndarray:
     text = column.astype("string").fillna("").str.strip()
     missing = text.isin(MISSING).to_numpy()
     parsed = pd.to_numeric(text.where(~text.isin(MISSING), None), errors="coerce").to_numpy(np.float64)
-    first_bad(table, np.isnan(parsed) & ~missing, f"field {field!r} value {{value}} is not a number", text.to_numpy())
+    message = f"field {field!r} value {{value}} is not a number"
+    first_bad(table, np.isnan(parsed) & ~missing, message, text.to_numpy())
     return parsed
 
 

@@ -91,21 +91,25 @@ def read_columns(
 
 
 def _read(data, separator, encoding, skip_records, positions, names, numeric_names, quoting):
-    dtype = {position: (np.float64 if name in numeric_names else str) for position, name in zip(positions, names)}
-    na_values = {position: MISSING for position, name in zip(positions, names) if name in numeric_names}
-    frame = pd.read_csv(
-        io.BytesIO(data),
-        sep=separator,
-        header=None,
-        skiprows=skip_records,
-        usecols=positions,
-        dtype=dtype,
-        keep_default_na=False,
-        na_values=na_values,
-        quoting=quoting,
-        encoding=encoding,
-        engine="c",
-    )
+    named = dict(zip(positions, names))
+    dtype = {p: (np.float64 if name in numeric_names else str) for p, name in named.items()}
+    na_values = {p: MISSING for p, name in named.items() if name in numeric_names}
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            sep=separator,
+            header=None,
+            skiprows=skip_records,
+            usecols=positions,
+            dtype=dtype,
+            keep_default_na=False,
+            na_values=na_values,
+            quoting=quoting,
+            encoding=encoding,
+            engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({name: pd.Series([], dtype=dtype[p]) for p, name in named.items()})
     frame = frame[positions]
     frame.columns = names
     return frame
