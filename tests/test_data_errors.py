@@ -125,6 +125,16 @@ def test_csv_ragged_and_missing_column(tmp_path, quoted):
                                 field_types={"genre": "token_seq"}), cache=False)
 
 
+def test_config_keys_that_match_nothing(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,5\n")
+    config = DataConfig("r", format="csv", path=str(tmp_path), files={"inter": "r.csv"}, columns={"uid": "user"})
+    with pytest.raises(DataError, match=r"columns renames \{'uid': 'user'\}, but no loaded table"):
+        load_dataset(config, cache=False)
+    _write_inter(tmp_path, GOOD)
+    with pytest.raises(DataError, match=r"field_types is for csv / parquet"):
+        load_dataset(DataConfig("toy", path=str(tmp_path), field_types={"rating": "float"}), cache=False)
+
+
 def test_missing_files_say_which_files_go_where(tmp_path):
     with pytest.raises(DatasetNotFoundError) as caught:
         load_dataset(DataConfig("toy", path=str(tmp_path)))

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from lipctr.data import DataConfig, load_dataset, read_raw
+from lipctr.data.export import write_atomic
 from lipctr.data.loader import resolve_format
+from lipctr.data.synthetic import SyntheticSizes, synthetic_dataset, synthetic_raw
 from test_data_support import INTER_HEADER, write_grouplens, write_table
 
 INTER = [("u1", "i1", 5, 10), ("u1", "i2", 2, 11), ("u2", "i1", 4, 12)]
@@ -123,3 +125,17 @@ def test_parquet_matches_csv(tmp_path):
     assert raw.inter.frame["tags"].tolist() == [["a", "b"], [], ["c"]]
     np.testing.assert_array_equal(raw.inter.frame["price"].to_numpy(), [1.5, np.nan, 2.0])
     assert raw.inter.where(1) == f"{tmp_path / 'mine.parquet'} row 2"
+
+
+@pytest.mark.parametrize("preset", ["tiny", SyntheticSizes(200, 150, 3000, "yelp"), SyntheticSizes(200, 150, 3000, "amazon")])
+def test_exported_atomic_files_read_back_to_the_same_dataset(tmp_path, preset):
+    raw = synthetic_raw(preset, 5)
+    write_atomic(raw, tmp_path, "export")
+    from_files = load_dataset(DataConfig("export", path=str(tmp_path)), cache=False)
+    in_memory = synthetic_dataset(preset, 5, k_core=0)
+    assert from_files.schema.fields == in_memory.schema.fields
+    for name, split in in_memory.splits.items():
+        other = from_files.splits[name]
+        np.testing.assert_array_equal(split.rating, other.rating)
+        for field, array in split.features.items():
+            np.testing.assert_allclose(array, other.features[field], rtol=1e-6)

@@ -15,7 +15,7 @@ import numpy as np
 from lipctr.data import atomic, grouplens, tabular
 from lipctr.data.cache import cache_key, load_cache, save_cache
 from lipctr.data.config import DATA_ENV, DataConfig, dataset_dir
-from lipctr.data.errors import DatasetNotFoundError
+from lipctr.data.errors import DataError, DatasetNotFoundError
 from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData
 from lipctr.data.schema import Dataset
@@ -69,7 +69,20 @@ def read_raw(config: DataConfig) -> RawData:
         return _synthetic().synthetic_raw(config.name, config.synthetic_seed, num_ratings=config.num_ratings)
     readers = {"atomic": atomic.read_atomic, "grouplens": grouplens.read_grouplens,
                "csv": tabular.read_tabular, "parquet": tabular.read_tabular}
-    return readers[config.format](config)
+    if config.field_types and config.format in ("atomic", "grouplens"):
+        raise DataError(
+            f"DataConfig(name={config.name!r}): field_types is for csv / parquet; {config.format} "
+            "files carry their own field types"
+        )
+    raw = readers[config.format](config)
+    loaded = {c for table in raw.tables().values() for c in table.frame.columns}
+    unused = {old: new for old, new in (config.columns or {}).items() if new not in loaded}
+    if unused:
+        raise DataError(
+            f"DataConfig(name={config.name!r}): columns renames {unused}, but no loaded table has "
+            f"those raw columns; loaded fields are {sorted(loaded)}"
+        )
+    return raw
 
 
 def resolve_format(config: DataConfig) -> DataConfig:
