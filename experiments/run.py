@@ -115,9 +115,10 @@ def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidat
 
 
 def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
-                progress: bool = True) -> dict:
-    """Train (or resume) one variant to the end and write its outputs; returns final.json's content."""
-    out = run_dir / variant
+                progress: bool = True, output: str | None = None) -> dict:
+    """Train (or resume) one variant to the end and write its outputs to `<run_dir>/<output>/`
+    (output defaults to the variant's name); returns final.json's content."""
+    out = run_dir / (output or variant)
     final_path = out / "final.json"
     if final_path.exists():
         return json.loads(final_path.read_text())
@@ -174,6 +175,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
         "config": config["model"] + "_" + config["dataset"],
         "variant": variant,
         "num_outputs": trainer.model.num_outputs,
+        "lambda_sweep": config["lambda_sweep"] if sweep else [],
         "members": [
             {
                 "member": m.label(sweep),

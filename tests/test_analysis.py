@@ -1,0 +1,65 @@
+"""Analyses of a finished run: restore, weight norms, noise robustness, Lipschitz, softmax norms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import analysis, configs
+from experiments.run import run_variant
+from lipctr.models import embedding_table
+from lipctr.ranking import ranking_candidates
+from lipctr.io import write_json_atomic
+
+from tests.tiny_data import tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    ds = tiny_dataset()
+    config = configs.validate(configs.merge(configs.named_config("widedeep_ml100k"), {
+        "model_hparams": {"mlp_hidden_size": [16, 16]},
+        "train": {"batch_size": 512, "max_epochs": 3},
+        "seeds": [2020, 2021],
+    }))
+    run_dir = tmp_path_factory.mktemp("run")
+    write_json_atomic(run_dir / "config.json", config)
+    candidates = ranking_candidates(ds, "test", 20, 0, "positive")
+    finals = {v: run_variant(config, ds, v, run_dir, candidates, progress=False) for v in ("orig", "smooth")}
+    return ds, run_dir, finals
+
+
+def test_restored_members_reproduce_test_metrics_and_zero_noise(finished_run):
+    ds, run_dir, finals = finished_run
+    for variant in ("orig", "smooth"):
+        tv = analysis.load_variant(run_dir, variant, ds)
+        noise = analysis.noise_robustness(tv, ds, stds=(0.05,), draws=2)
+        clean = noise[noise["std"] == 0.0].sort_values("seed")
+        expected = [m["auc"] for m in finals[variant]["members"]]
+        np.testing.assert_allclose(clean["auc"].to_numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(clean["logloss"].to_numpy(), [m["logloss"] for m in finals[variant]["members"]], atol=1e-6)
+        noisy = noise[noise["std"] == 0.05]
+        assert len(noisy) == 4 and not np.allclose(noisy["auc"].to_numpy(), np.repeat(expected, 2))
+
+
+def test_weight_norms_match_numpy(finished_run):
+    ds, run_dir, _ = finished_run
+    tv = analysis.load_variant(run_dir, "smooth", ds)
+    table = analysis.weight_norms(tv)
+    for i in range(2):
+        user = np.asarray(embedding_table(tv.params, "user_id"))[i]
+        np.testing.assert_allclose(table["user_weight_norm"][i], np.sqrt((user.astype(np.float64) ** 2).sum()), rtol=1e-5)
+
+
+def test_run_analyses_writes_every_table(finished_run):
+    ds, run_dir, _ = finished_run
+    analysis.run_analyses(run_dir, ds, ("orig", "smooth"), noise_draws=1, lipschitz_examples=16)
+    out = run_dir / "analysis"
+    lip = __import__("pandas").read_csv(out / "lipschitz.csv")
+    assert set(lip["variant"]) == {"orig", "smooth"} and (lip["grad_norm_mean"] > 0).all()
+    np.testing.assert_allclose(lip["spectral_probs_fd_mean"], lip["spectral_probs_mean"], rtol=1e-2)
+    soft = __import__("pandas").read_csv(out / "softmax_norms.csv")
+    assert len(soft) == 2 and ((soft["fraction_above_bound"] >= 0) & (soft["fraction_above_bound"] <= 1)).all()
+    assert json.loads((run_dir / "smooth" / "final.json").read_text())["lambda_sweep"] == []
