@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lipctr import metrics
+from lipctr import metrics, sharding
 from lipctr.losses import LossConfig, click_probability, click_score, multihead_loss
 from lipctr.ranking import candidate_features, flatten_candidates
 from lipctr.models.base import CTRModel
@@ -129,11 +129,12 @@ def epoch_batches(key, num_train: int, batch_size: int) -> tuple[jax.Array, jax.
     return order.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
 
 
-def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int):
+def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int, mesh=None):
     """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
 
     train = {"features": {...}, "rating": [n], "label": [n]} on the device. Batches come from
     `epoch_batches` (batch-norm statistics do see the weight-0 fillers of the last batch).
+    With a mesh, each batch is split over its "data" axis (lipctr.sharding).
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
     schema = model.schema
@@ -147,6 +148,8 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
             params, model_state, opt_state = carry
             index, weight, step_number = inputs
             batch = jax.tree.map(lambda x: x[index], train)
+            if mesh is not None:
+                batch, weight = sharding.constrain_batch((batch, weight), mesh)
 
             def loss_fn(p):
                 logits, new_model_state = model.apply(
@@ -176,8 +179,9 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
     return epoch
 
 
-def make_predict_fn(model: CTRModel, num_examples: int, eval_batch_size: int):
-    """predict(params, model_state, features) -> logits [n, K] for ONE member, in fixed-size chunks."""
+def make_predict_fn(model: CTRModel, num_examples: int, eval_batch_size: int, mesh=None):
+    """predict(params, model_state, features) -> logits [n, K] for ONE member, in fixed-size chunks
+    (each chunk split over the mesh's "data" axis when there is a mesh)."""
     chunk = min(eval_batch_size, num_examples)
     num_chunks = math.ceil(num_examples / chunk)
     chunks = (jnp.arange(num_chunks * chunk) % num_examples).reshape(num_chunks, chunk)
@@ -185,6 +189,8 @@ def make_predict_fn(model: CTRModel, num_examples: int, eval_batch_size: int):
     def predict(params, model_state, features):
         def body(_, index):
             batch = jax.tree.map(lambda x: x[index], features)
+            if mesh is not None:
+                batch = sharding.constrain_batch(batch, mesh)
             return None, model.apply({"params": params, **model_state}, batch, deterministic=True)
 
         _, logits = jax.lax.scan(body, None, chunks)
@@ -223,35 +229,37 @@ def _freeze_stopped(stopped, new, old):
     return jax.tree.map(keep, new, old)
 
 
-def to_device(split) -> dict:
-    """A Split -> {"features", "rating", "label"} of device arrays."""
-    return jax.device_put(
-        {"features": dict(split.features), "rating": split.rating.astype(np.int32), "label": split.label.astype(np.float32)}
-    )
+def to_device(split, mesh=None) -> dict:
+    """A Split -> {"features", "rating", "label"} of device arrays (replicated over a mesh)."""
+    tree = {"features": dict(split.features), "rating": split.rating.astype(np.int32),
+            "label": split.label.astype(np.float32)}
+    return jax.device_put(tree) if mesh is None else sharding.put_replicated(tree, mesh)
 
 
 class Trainer:
     """Compiled programs for one (model, loss, data shapes): train an ensemble epoch by epoch.
 
     The programs compile once, on first use; `trace_counts` records how often each was traced.
+    With a `mesh` (lipctr.sharding) the member axis is split over its "seeds" axis, batches over
+    its "data" axis, and what the host reads comes back replicated.
     """
 
     def __init__(self, model: CTRModel, loss_config: LossConfig, config: TrainConfig,
-                 num_train: int, num_valid: int):
-        self.model, self.loss_config, self.config = model, loss_config, config
+                 num_train: int, num_valid: int, mesh=None):
+        self.model, self.loss_config, self.config, self.mesh = model, loss_config, config, mesh
         self.tx = make_optimizer(config)
         self.trace_counts = {"epoch": 0, "evaluate": 0}
-        epoch = make_epoch_fn(model, loss_config, self.tx, num_train, config.batch_size)
-        predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size)
+        epoch = make_epoch_fn(model, loss_config, self.tx, num_train, config.batch_size, mesh)
+        predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
 
         def train_epoch(state, es, train):
             self.trace_counts["epoch"] += 1
-            new_state, stats = jax.vmap(epoch, in_axes=(0, None))(state, train)
+            new_state, stats = self._vmap(epoch, (0, None))(state, train)
             return _freeze_stopped(es.stopped, new_state, state), stats
 
         def evaluate(state, es, stats, valid):
             self.trace_counts["evaluate"] += 1
-            logits = jax.vmap(predict_valid, in_axes=(0, 0, None))(state.params, state.model_state, valid["features"])
+            logits = self._vmap(predict_valid, (0, 0, None))(state.params, state.model_state, valid["features"])
             probs = self.click_probability(logits)
             valid_auc = jax.vmap(metrics.auc, in_axes=(0, None))(self.click_score(logits), valid["label"])
             valid_logloss = jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, valid["label"])
@@ -261,20 +269,66 @@ class Trainer:
             )
             return es, valid_auc, valid_logloss
 
-        self.train_epoch = jax.jit(train_epoch, donate_argnums=(0,))
-        self.evaluate = jax.jit(evaluate)
-        self._predictors: dict[int, Any] = {}
+        self.train_epoch = self._jit(train_epoch, ("members", "host"), donate_argnums=(0,))
+        self.evaluate = self._jit(evaluate, ("members", "host", "host"))
+        self._predictors: dict[Any, Any] = {}
+
+    def _vmap(self, fn, in_axes):
+        """vmap over members; with a mesh, "data" constraints inside fn compose with "seeds"."""
+        return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=None if self.mesh is None else "seeds")
+
+    def _jit(self, fn, outputs, **kwargs):
+        """jit; with a mesh, outputs "members" are split over "seeds", "host" ones replicated."""
+        if self.mesh is None:
+            return jax.jit(fn, **kwargs)
+        kinds = {"members": sharding.member_sharding(self.mesh), "host": sharding.replicated(self.mesh)}
+        out = kinds[outputs] if isinstance(outputs, str) else tuple(kinds[k] for k in outputs)
+        return jax.jit(fn, out_shardings=out, **kwargs)
+
+    def _put(self, tree):
+        return jax.device_put(tree) if self.mesh is None else sharding.put_replicated(tree, self.mesh)
 
     def init(self, features, seeds, lambdas) -> tuple[TrainState, EarlyStopping]:
-        state = init_members(self.model, self.tx, features, seeds, lambdas)
-        return state, init_early_stopping(state)
+        """States and early-stopping records of members (seeds[i], lambdas[i]), stacked. With a
+        mesh, M is padded to a multiple of the "seeds" axis size with copies of the last member
+        that start stopped; `real_members` drops them."""
+        if self.mesh is None:
+            state = init_members(self.model, self.tx, features, seeds, lambdas)
+            return state, init_early_stopping(state)
+        num_real = len(seeds)
+        seeds, lambdas = sharding.pad_members(list(seeds), self.mesh), sharding.pad_members(list(lambdas), self.mesh)
+
+        def build(features):
+            state = init_members(self.model, self.tx, features, seeds, lambdas)
+            es = init_early_stopping(state)
+            return state, es._replace(stopped=jnp.arange(len(seeds)) >= num_real)
+
+        return self._jit(build, "members")(features)
+
+    def real_members(self, tree, num_members: int):
+        """tree (leaves [M_padded, ...]) without its padding members, replicated so that every
+        process can read and save it; without a mesh, tree itself."""
+        if self.mesh is None:
+            return tree
+        key = ("real", num_members)
+        if key not in self._predictors:
+            self._predictors[key] = self._jit(lambda t: jax.tree.map(lambda x: x[:num_members], t), "host")
+        return self._predictors[key](tree)
+
+    def with_members(self, padded, real):
+        """`padded` (from `init`) with its first members replaced by `real` (e.g. a restored
+        checkpoint); the padding members stay stopped. Without a mesh, real itself."""
+        if self.mesh is None:
+            return real
+        put = lambda p, r: p.at[: r.shape[0]].set(r)  # noqa: E731
+        return self._jit(lambda p, r: jax.tree.map(put, p, r), "members")(padded, real)
 
     def predict_logits(self, params, model_state, features) -> jax.Array:
         """Logits [M, n, K] of every member on a features dict of n examples."""
         n = jax.tree.leaves(features)[0].shape[0]
         if n not in self._predictors:
-            predict = make_predict_fn(self.model, n, self.config.eval_batch_size)
-            self._predictors[n] = jax.jit(jax.vmap(predict, in_axes=(0, 0, None)))
+            predict = make_predict_fn(self.model, n, self.config.eval_batch_size, self.mesh)
+            self._predictors[n] = self._jit(self._vmap(predict, (0, 0, None)), "host")
         return self._predictors[n](params, model_state, features)
 
     def click_probability(self, logits) -> jax.Array:
@@ -289,10 +343,10 @@ class Trainer:
         gathered on the device chunk by chunk, never materialised for all m x C pairs."""
         padded = candidates.padded(rows_per_chunk)
         num_chunks = padded.num_rows // rows_per_chunk
-        items = jax.device_put(padded.items.reshape(num_chunks, rows_per_chunk, -1))
-        rows = jax.device_put({k: v.reshape((num_chunks, rows_per_chunk) + v.shape[1:])
-                               for k, v in padded.row_features.items()})
-        tables = jax.device_put(candidates.item_features)
+        items = self._put(padded.items.reshape(num_chunks, rows_per_chunk, -1))
+        rows = self._put({k: v.reshape((num_chunks, rows_per_chunk) + v.shape[1:])
+                          for k, v in padded.row_features.items()})
+        tables = self._put(candidates.item_features)
         key = ("candidates", num_chunks, rows_per_chunk, padded.num_candidates)
         if key not in self._predictors:
             def score(params, model_state, items, rows, tables):
@@ -304,7 +358,7 @@ class Trainer:
 
                 return jax.lax.scan(body, None, (items, rows))[1].reshape(-1, items.shape[-1])
 
-            self._predictors[key] = jax.jit(jax.vmap(score, in_axes=(0, 0, None, None, None)))
+            self._predictors[key] = self._jit(self._vmap(score, (0, 0, None, None, None)), "host")
         scores = self._predictors[key](params, model_state, items, rows, tables)
         return scores[:, : candidates.num_rows]
 
@@ -327,8 +381,8 @@ def fit(trainer: Trainer, state: TrainState, es: EarlyStopping, train: dict, val
 
     The only host syncs are the ones per epoch below (timings and the stop decision).
     """
-    epoch = int(np.max(np.asarray(state.epoch)))
-    while not bool(np.all(np.asarray(es.stopped))):
+    epoch = int(np.max(sharding.to_host(state.epoch)))
+    while not bool(np.all(sharding.to_host(es.stopped))):
         start = time.perf_counter()
         state, stats = trainer.train_epoch(state, es, train)
         stats = jax.block_until_ready(stats)
@@ -340,8 +394,8 @@ def fit(trainer: Trainer, state: TrainState, es: EarlyStopping, train: dict, val
             EpochStats(*(np.asarray(x) for x in stats)),
             np.asarray(valid_auc),
             np.asarray(valid_logloss),
-            np.asarray(es.stopped),
-            np.asarray(es.diverged),
+            sharding.to_host(es.stopped),
+            sharding.to_host(es.diverged),
             trained - start,
             time.perf_counter() - trained,
         )
