@@ -63,3 +63,37 @@ def test_run_analyses_writes_every_table(finished_run):
     soft = __import__("pandas").read_csv(out / "softmax_norms.csv")
     assert len(soft) == 2 and ((soft["fraction_above_bound"] >= 0) & (soft["fraction_above_bound"] <= 1)).all()
     assert json.loads((run_dir / "smooth" / "final.json").read_text())["lambda_sweep"] == []
+
+
+def test_paired_t_test_matches_closed_form_values():
+    from experiments.report import paired_t_test
+
+    # d = [1, 2, 3]: mean 2, sd 1, t = 2 sqrt(3); two-sided p for df = 2 is 1 - t / sqrt(2 + t^2)
+    t, p = paired_t_test([0, 0, 0], [1, 2, 3])
+    assert t == pytest.approx(2 * np.sqrt(3))
+    assert p == pytest.approx(1 - t / np.sqrt(2 + t * t), rel=1e-9)
+    # df = 4, t = 2.776445 is the textbook 5% two-sided critical value
+    base = np.zeros(5)
+    d = np.array([-1.0, 0.0, 1.0, 2.0, 3.0])  # mean 1, sd sqrt(2.5)
+    t, p = paired_t_test(base, d)
+    assert t == pytest.approx(1 / (np.sqrt(2.5) / np.sqrt(5)))
+    t_crit = 2.776445
+    _, p_crit = paired_t_test(base, d - d.mean() + t_crit * np.sqrt(2.5) / np.sqrt(5))
+    assert p_crit == pytest.approx(0.05, abs=1e-5)
+
+
+def test_report_tables_and_figures(finished_run, tmp_path):
+    import pandas as pd
+    from experiments.report import write_report
+
+    ds, run_dir, finals = finished_run
+    analysis.run_analyses(run_dir, ds, ("orig", "smooth"), noise_draws=1, lipschitz_examples=8)
+    path = write_report([run_dir], tmp_path)
+    text = path.read_text()
+    assert "Table 1" in text and "widedeep" in text
+    table1 = pd.read_csv(tmp_path / "table1.csv")
+    auc = table1[table1["metric"] == "auc"].iloc[0]
+    assert auc["orig_mean"] == pytest.approx(np.mean([m["auc"] for m in finals["orig"]["members"]]))
+    assert auc["smooth_mean"] == pytest.approx(np.mean([m["auc"] for m in finals["smooth"]["members"]]))
+    for png in ("fig2_widedeep_ml100k.png", "fig3_widedeep_ml100k.png", "fig_theorem1.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
