@@ -19,7 +19,11 @@ from lipctr.data import DataError, get_preset, load_dataset
 from lipctr.io import write_json_atomic
 from lipctr.ranking import ranking_candidates
 
+from lipctr.models import MODEL_NAMES
+
+from experiments.analysis import run_analyses
 from experiments.configs import ConfigError, load_config, merge, validate
+from experiments.report import write_report
 from experiments.run import run_variant
 from experiments.table import results_table
 
@@ -38,6 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs", help="where run directories are created")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--analysis", default="none",
+                   help="after training: 'all' or a comma list of lambda (Fig. 4 sweep), analyses (weight norms, "
+                        "noise, Lipschitz), report; 'none' (default) only trains")
+    p.add_argument("--models", help="'all': run the config's dataset for all seven backbones (<model>_<dataset>)")
     return p.parse_args(argv)
 
 
@@ -58,14 +66,14 @@ def _set_key(config: dict, dotted: str, value) -> dict:
     return merge(config, update)
 
 
-def resolve_config(args: argparse.Namespace) -> dict:
-    """The config with the command line's overrides applied and validated."""
+def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
+    """The config (`name`, default --config) with the command line's overrides applied and validated."""
     if args.resume:
         path = Path(args.resume) / "config.json"
         if not path.is_file():
             raise ConfigError(f"--resume {args.resume}: no config.json there; is it a run directory?")
         return validate(json.loads(path.read_text()), source=str(path))
-    config = load_config(args.config)
+    config = load_config(name or args.config)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.learning_rate=5e-3")
@@ -86,20 +94,37 @@ def resolve_config(args: argparse.Namespace) -> dict:
         config["train"]["max_epochs"] = args.epochs
     if args.data:
         config["data_path"] = args.data
-    return validate(config, source=args.config)
+    return validate(config, source=name or args.config)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        config = resolve_config(args)
-        data_config = get_preset(config["dataset"])
-        if config["data_path"]:
-            data_config = dataclasses.replace(data_config, path=config["data_path"])
-        dataset = load_dataset(data_config)
-    except (ConfigError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+ANALYSES = ("lambda", "analyses", "report")
+LAMBDA_SWEEP = [0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+def parse_analyses(text: str) -> tuple[str, ...]:
+    if text == "none":
+        return ()
+    if text == "all":
+        return ANALYSES
+    chosen = tuple(x.strip() for x in text.split(","))
+    unknown = set(chosen) - set(ANALYSES)
+    if unknown:
+        raise ConfigError(f"--analysis: unknown {sorted(unknown)}; choose 'all', 'none' or from {', '.join(ANALYSES)}")
+    return chosen
+
+
+def resolve_configs(args: argparse.Namespace) -> list[dict]:
+    """One config, or with --models all one per backbone on the config's dataset."""
+    config = resolve_config(args)
+    if not args.models:
+        return [config]
+    if args.models != "all" or args.resume:
+        raise ConfigError("--models takes 'all' (and cannot be combined with --resume)")
+    return [resolve_config(args, f"{model}_{config['dataset']}") for model in MODEL_NAMES]
+
+
+def run_config(config: dict, dataset, args, analyses) -> Path:
+    """Train one config's variants (and the lambda sweep and analyses asked for); its run dir."""
     name = f"{config['model']}_{config['dataset']}"
     if args.resume:
         run_dir = Path(args.resume)
@@ -108,16 +133,41 @@ def main(argv=None) -> int:
         run_dir = Path(args.runs_dir) / name / stamp
         run_dir.mkdir(parents=True, exist_ok=False)
         write_json_atomic(run_dir / "config.json", config)
-    print(f"{name}: {dataset.stats.get('interactions', len(dataset.train) + len(dataset.valid) + len(dataset.test)):,} "
-          f"interactions, train/valid/test {len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}; "
-          f"{len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
+    print(f"{name}: {len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
     ev = config["eval"]
     candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
     start = time.perf_counter()
-    finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress=not args.no_progress)
-              for v in config["variants"]}
+    progress = not args.no_progress
+    finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress) for v in config["variants"]}
+    if "lambda" in analyses:
+        sweep = {**config, "lambda_sweep": config["lambda_sweep"] or LAMBDA_SWEEP}
+        finals["lambda_sweep"] = run_variant(sweep, dataset, "smooth", run_dir, candidates, progress, "lambda_sweep")
     print(results_table(finals, tuple(ev["ks"])))
-    print(f"\nwall time {time.perf_counter() - start:.1f} s; outputs in {run_dir}")
+    if "analyses" in analyses:
+        run_analyses(run_dir, dataset, config["variants"])
+    print(f"{name}: wall time {time.perf_counter() - start:.1f} s; outputs in {run_dir}\n")
+    return run_dir
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        analyses = parse_analyses(args.analysis)
+        configs = resolve_configs(args)
+        data_config = get_preset(configs[0]["dataset"])
+        if configs[0]["data_path"]:
+            data_config = dataclasses.replace(data_config, path=configs[0]["data_path"])
+        dataset = load_dataset(data_config)
+    except (ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{configs[0]['dataset']}: {dataset.stats.get('interactions', 0):,} interactions, train/valid/test "
+          f"{len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}", file=sys.stderr)
+    run_dirs = [run_config(config, dataset, args, analyses) for config in configs]
+    if "report" in analyses:
+        out = run_dirs[0] if len(run_dirs) == 1 else (
+            Path(args.runs_dir) / f"study_{configs[0]['dataset']}" / run_dirs[0].name)
+        print(f"report: {write_report(run_dirs, out)}")
     return 0
 
 

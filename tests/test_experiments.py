@@ -127,3 +127,23 @@ def test_outputs_and_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny):
         pd.read_csv(out / "metrics.csv").drop(columns=["train_seconds", "eval_seconds"]),
         pd.read_csv(tmp_path / "cut" / "smooth" / "metrics.csv").drop(columns=["train_seconds", "eval_seconds"]),
     )
+
+
+def test_missing_dataset_names_the_files_and_writes_nothing(tmp_path, capsys):
+    from experiments.main import main
+
+    runs = tmp_path / "runs"
+    code = main(["--config", "dcnv2_ml1m", "--data", str(tmp_path / "empty"), "--runs-dir", str(runs), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "ml-1m.zip" in err and "ratings.dat" in err and "ml-1m.inter" in err and str(tmp_path / "empty") in err
+    assert not runs.exists()
+
+
+def test_cli_errors_exit_2_with_the_key(tmp_path, capsys):
+    from experiments.main import main
+
+    assert main(["--config", "dcnv2_ml9m"]) == 2
+    assert "unknown config 'dcnv2_ml9m'" in capsys.readouterr().err
+    assert main(["--config", "dcnv2_ml100k", "--analysis", "plots"]) == 2
+    assert "--analysis: unknown ['plots']" in capsys.readouterr().err
