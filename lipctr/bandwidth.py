@@ -6,8 +6,9 @@ that the binary label is the SAME for every N: positive iff value > q, q the
 `threshold_quantile`-quantile of the values. This is what makes a bandwidth sweep compare like
 with like: only the number of classes changes, never the binary task.
 
-How the classes are cut: t_sh = clip(round(N * threshold_quantile), 1, N - 1) classes lie at or
-below q and N - t_sh above it; each side is split into equal-mass quantile bins. Edges are
+How the classes are cut: t_sh = clip(round(N * threshold_quantile), 1, N - 1) (or a given
+`threshold`, e.g. 3 for N = 5 to mirror the paper's 3 negative / 2 positive ratings) classes lie
+at or below q and N - t_sh above it; each side is split into equal-mass quantile bins. Edges are
 quantiles at levels threshold_quantile * j / t_sh (j = 1..t_sh, the last being q itself) and
 threshold_quantile + (1 - threshold_quantile) * j / (N - t_sh) (j = 1..N - t_sh - 1). When
 N * threshold_quantile is an integer all N classes hold equal mass; otherwise the two sides hold
@@ -60,9 +61,10 @@ def threshold_class(num_classes: int, threshold_quantile: float) -> int:
     return int(min(max(round(num_classes * threshold_quantile), 1), num_classes - 1))
 
 
-def quantile_levels(num_classes: int, threshold_quantile: float) -> np.ndarray:
-    """The N - 1 quantile levels of the class edges, increasing, threshold_quantile among them."""
-    t = threshold_class(num_classes, threshold_quantile)
+def quantile_levels(num_classes: int, threshold_quantile: float, threshold: int | None = None) -> np.ndarray:
+    """The N - 1 quantile levels of the class edges, increasing, threshold_quantile the t_sh-th;
+    t_sh = `threshold`, or threshold_class(N, threshold_quantile) when None."""
+    t = threshold_class(num_classes, threshold_quantile) if threshold is None else threshold
     below = threshold_quantile * (np.arange(1, t + 1) / t)  # the last level is exactly q
     above = threshold_quantile + (1.0 - threshold_quantile) * np.arange(1, num_classes - t) / (num_classes - t)
     return np.concatenate([below, above])
@@ -73,23 +75,29 @@ def assign_classes(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return (np.searchsorted(edges, values, side="left") + 1).astype(np.int32)
 
 
-def bucketize(values, num_classes: int, threshold_quantile: float = 0.6, name: str = "values") -> Buckets:
+def bucketize(
+    values, num_classes: int, threshold_quantile: float = 0.6, threshold: int | None = None, name: str = "values"
+) -> Buckets:
     """Bucket a continuous signal values [n] into classes 1..N with a binary threshold t_sh such
     that class > t_sh iff value > the threshold_quantile-quantile, the same for every N.
+    t_sh = `threshold` if given (1..N-1), else threshold_class(N, threshold_quantile).
 
-    Raises ValueError for N < 2, a quantile outside (0, 1), NaN / inf values, fewer distinct
-    values than classes, or ties that leave a class empty.
+    Raises ValueError for N < 2, a quantile outside (0, 1), a threshold outside 1..N-1, NaN / inf
+    values, fewer distinct values than classes, or ties that leave a class empty.
     """
     if int(num_classes) != num_classes or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
     if not 0.0 < threshold_quantile < 1.0:
         raise ValueError(f"threshold_quantile must lie in (0, 1), got {threshold_quantile}")
+    if threshold is not None and not (int(threshold) == threshold and 1 <= threshold < num_classes):
+        raise ValueError(f"threshold must be an integer in 1..{int(num_classes) - 1}, got {threshold}")
+    threshold = threshold_class(int(num_classes), threshold_quantile) if threshold is None else int(threshold)
     array = _finite_vector(values, name)
     distinct = np.unique(array).size
     if distinct < num_classes:
         raise ValueError(f"{name} has {distinct} distinct value(s); {num_classes} classes need at least as many")
     num_classes = int(num_classes)
-    edges = np.quantile(array, quantile_levels(num_classes, threshold_quantile))
+    edges = np.quantile(array, quantile_levels(num_classes, threshold_quantile, threshold))
     classes = assign_classes(array, edges)
     counts = np.bincount(classes, minlength=num_classes + 1)[1:]
     if (counts == 0).any():
@@ -98,4 +106,4 @@ def bucketize(values, num_classes: int, threshold_quantile: float = 0.6, name: s
             f"{name}: class(es) {empty} of {num_classes} are empty because of tied values "
             f"(quantile edges {np.round(edges, 6).tolist()}); use fewer classes"
         )
-    return Buckets(classes, threshold_class(num_classes, threshold_quantile), edges)
+    return Buckets(classes, threshold, edges)

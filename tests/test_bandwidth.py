@@ -5,12 +5,10 @@ import pytest
 
 from lipctr.bandwidth import assign_classes, bucketize, quantile_levels, threshold_class
 
-RNG = np.random.default_rng(0)
-
 
 def test_equal_mass_classes_match_ranks():
     """1..100 into 5 classes at quantile 0.6: class = ceil(rank / 20), positive = top 40."""
-    values = RNG.permutation(np.arange(1, 101)).astype(float)
+    values = np.random.default_rng(0).permutation(np.arange(1, 101)).astype(float)
     buckets = bucketize(values, 5, 0.6)
     np.testing.assert_array_equal(buckets.classes, np.ceil(values / 20).astype(int))
     assert buckets.threshold == 3
@@ -19,7 +17,7 @@ def test_equal_mass_classes_match_ranks():
 
 @pytest.mark.parametrize("num_classes", [2, 3, 5, 10, 20])
 def test_class_masses_follow_quantile_levels(num_classes):
-    values = RNG.lognormal(size=10_000)  # a skewed, dwell-time-like signal
+    values = np.random.default_rng(0).lognormal(size=10_000)  # a skewed, dwell-time-like signal
     buckets = bucketize(values, num_classes, 0.6)
     counts = np.bincount(buckets.classes, minlength=num_classes + 1)[1:]
     levels = np.concatenate([[0.0], quantile_levels(num_classes, 0.6), [1.0]])
@@ -32,7 +30,7 @@ def test_class_masses_follow_quantile_levels(num_classes):
 
 
 def test_binary_threshold_is_the_same_quantile_for_every_n():
-    values = RNG.normal(size=5_001)
+    values = np.random.default_rng(0).normal(size=5_001)
     cut = np.quantile(values, 0.6)
     for n in (2, 3, 5, 10, 20):
         buckets = bucketize(values, n, 0.6)
@@ -42,6 +40,18 @@ def test_binary_threshold_is_the_same_quantile_for_every_n():
     np.testing.assert_allclose(np.diff(np.concatenate([[0], quantile_levels(3, 0.6), [1]])), [0.3, 0.3, 0.4])
 
 
+def test_explicit_threshold_keeps_the_binary_cut():
+    """ML-100K's negative share 0.4462 with the paper's t_sh = 3 of 5: 3 classes below the cut."""
+    values = np.random.default_rng(4).normal(size=4_000)
+    buckets = bucketize(values, 5, 0.4462, threshold=3)
+    assert buckets.threshold == 3
+    np.testing.assert_array_equal(buckets.labels, (values > np.quantile(values, 0.4462)).astype(np.float32))
+    counts = np.bincount(buckets.classes, minlength=6)[1:]
+    np.testing.assert_allclose(counts / values.size, [0.4462 / 3] * 3 + [0.5538 / 2] * 2, atol=1e-3)
+    with pytest.raises(ValueError, match=r"threshold must be an integer in 1..4, got 5"):
+        bucketize(values, 5, 0.5, threshold=5)
+
+
 def test_threshold_class_stays_inside():
     assert threshold_class(2, 0.05) == 1
     assert threshold_class(2, 0.95) == 1
@@ -49,7 +59,7 @@ def test_threshold_class_stays_inside():
 
 
 def test_ties_share_a_class_and_assign_reuses_edges():
-    counts = RNG.poisson(20.0, size=3_000).astype(float)  # a play-count-like signal, many ties
+    counts = np.random.default_rng(0).poisson(20.0, size=3_000).astype(float)  # a play-count-like signal, many ties
     buckets = bucketize(counts, 5, 0.6, name="play_count")
     for value in np.unique(counts):
         assert np.unique(buckets.classes[counts == value]).size == 1
