@@ -6,6 +6,10 @@ Outputs under `<run_dir>/<variant>/`, each written atomically:
   predictions.npz    test labels, ratings, click probabilities [M, n] and logits [M, n, K]
   checkpoints/<member>/  orbax checkpoint of each member's best params (and batch statistics)
   state/             the latest resumable state (params, optimiser, keys, early stopping)
+
+With a `mesh` (lipctr.sharding) the ensemble is sharded over devices and processes; padding members
+never reach an output, only process 0 writes the files above, and every process takes part in
+saving the orbax checkpoints (which hold the real members only, so any mesh or none can resume).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from lipctr import metrics
+from lipctr import metrics, sharding
 from lipctr.checkpoint import StateCheckpoints, save_tree
 from lipctr.data.schema import Dataset
 from lipctr.io import save_npz_atomic, write_json_atomic, write_text_atomic
@@ -51,7 +55,7 @@ def members_of(config: dict, variant: str) -> list[Member]:
     return [Member(s, lam) for s in config["seeds"]]
 
 
-def build_trainer(config: dict, dataset: Dataset, variant: str) -> Trainer:
+def build_trainer(config: dict, dataset: Dataset, variant: str, mesh=None) -> Trainer:
     schema = dataset.schema
     num_outputs = schema.num_ratings if variant == "smooth" else 1
     model = build_model(config["model"], schema, num_outputs, **model_hparams(config))
@@ -62,7 +66,7 @@ def build_trainer(config: dict, dataset: Dataset, variant: str) -> Trainer:
         scale_penalty=config["loss"]["scale_penalty"],
     )
     train_config = TrainConfig(**config["train"])
-    return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid))
+    return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid), mesh)
 
 
 def _history_rows(record, members: list[Member], sweep: bool) -> list[dict]:
@@ -89,33 +93,36 @@ def _summary(values: np.ndarray) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
 
-def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidates) -> tuple[dict, dict]:
-    """Test metrics [M] of each member's best params, and the arrays to save."""
-    test = to_device(dataset.test)
+def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidates,
+                  num_members: int | None = None) -> tuple[dict, dict]:
+    """Test metrics [M] of each member's best params, and the arrays to save; with num_members,
+    only the first num_members members (the rest are a mesh's padding)."""
+    test = to_device(dataset.test, trainer.mesh)
     start = time.perf_counter()
     logits = jax.block_until_ready(trainer.predict_logits(es.best_params, es.best_model_state, test["features"]))
     probs = trainer.click_probability(logits)
     test_seconds = time.perf_counter() - start
     scores = trainer.click_score(logits)
     results = {
-        "auc": np.asarray(jax.vmap(metrics.auc, in_axes=(0, None))(scores, test["label"])),
-        "logloss": np.asarray(jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, test["label"])),
+        "auc": jax.vmap(metrics.auc, in_axes=(0, None))(scores, test["label"]),
+        "logloss": jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, test["label"]),
     }
     relevant = candidates.select(candidates.relevant)
     ranked = trainer.score_candidates(es.best_params, es.best_model_state, relevant)
     ranking = jax.vmap(lambda s: metrics.ranking_metrics(s, relevant.relevant, tuple(config["eval"]["ks"])))(ranked)
-    results.update({k: np.asarray(v) for k, v in ranking.items()})
+    results.update(ranking)
+    results = {k: sharding.to_host(v)[:num_members] for k, v in results.items()}
     arrays = {
         "label": dataset.test.label,
         "rating": dataset.test.rating,
-        "probability": np.asarray(probs),
-        "logits": np.asarray(logits),
+        "probability": sharding.to_host(probs)[:num_members],
+        "logits": sharding.to_host(logits)[:num_members],
     }
     return results, {"arrays": arrays, "test_seconds": test_seconds}
 
 
 def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
-                progress: bool = True, output: str | None = None) -> dict:
+                progress: bool = True, output: str | None = None, mesh=None) -> dict:
     """Train (or resume) one variant to the end and write its outputs to `<run_dir>/<output>/`
     (output defaults to the variant's name); returns final.json's content."""
     out = run_dir / (output or variant)
@@ -123,51 +130,56 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     if final_path.exists():
         return json.loads(final_path.read_text())
     members = members_of(config, variant)
+    num = len(members)
     sweep = variant == "smooth" and bool(config["lambda_sweep"])
-    trainer = build_trainer(config, dataset, variant)
-    train, valid = to_device(dataset.train), to_device(dataset.valid)
+    trainer = build_trainer(config, dataset, variant, mesh)
+    train, valid = to_device(dataset.train, mesh), to_device(dataset.valid, mesh)
     state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members])
     checkpoints = StateCheckpoints(out / "state")
     history: list[dict] = []
     if checkpoints.latest_epoch() is not None:
-        restored = checkpoints.restore({"state": state, "es": es})
-        state, es = restored["state"], restored["es"]
+        restored = checkpoints.restore(trainer.real_members({"state": state, "es": es}, num))
+        state, es = trainer.with_members((state, es), (restored["state"], restored["es"]))
         epoch_done = checkpoints.latest_epoch()
         history = [r for r in pd.read_csv(out / "metrics.csv").to_dict("records") if r["epoch"] <= epoch_done]
 
     model_name = config["model"]
     bar = tqdm(total=config["train"]["max_epochs"], initial=len(history) // max(len(members), 1),
-               desc=f"{model_name} {variant}", unit="epoch", file=sys.stderr, disable=not progress,
+               desc=f"{model_name} {variant}", unit="epoch", file=sys.stderr,
+               disable=not (progress and sharding.is_primary()),
                dynamic_ncols=True)
     reported_divergence = set()
 
     def on_epoch(state, es, record):
         history.extend(_history_rows(record, members, sweep))
-        write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
-        checkpoints.save(record.epoch, {"state": state, "es": es})
-        for i in np.flatnonzero(record.diverged):
+        if sharding.is_primary():
+            write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+        checkpoints.save(record.epoch, trainer.real_members({"state": state, "es": es}, num))
+        for i in np.flatnonzero(record.diverged[:num]):
             if i not in reported_divergence:
                 reported_divergence.add(i)
                 m = members[i]
                 tqdm.write(
                     f"NaN/inf training loss: model {model_name}, variant {variant}, seed {m.seed}, "
                     f"lambda_r {m.lambda_r:g}, epoch {record.epoch}; that member stopped and keeps its "
-                    f"best params (epoch {int(np.asarray(es.best_epoch)[i])}).",
+                    f"best params (epoch {int(sharding.to_host(es.best_epoch)[i])}).",
                     file=sys.stderr,
                 )
         bar.update(1)
-        bar.set_postfix_str("valid AUC " + " ".join(f"{a:.4f}" for a in record.valid_auc[:8]))
+        bar.set_postfix_str("valid AUC " + " ".join(f"{a:.4f}" for a in record.valid_auc[:min(num, 8)]))
 
     start = time.perf_counter()
     state, es = fit(trainer, state, es, train, valid, on_epoch)
     bar.close()
     train_seconds_total = time.perf_counter() - start
 
-    results, extra = evaluate_test(trainer, es, dataset, config, candidates)
-    save_npz_atomic(out / "predictions.npz", **extra["arrays"])
+    results, extra = evaluate_test(trainer, es, dataset, config, candidates, num)
+    if sharding.is_primary():
+        save_npz_atomic(out / "predictions.npz", **extra["arrays"])
+    best_all = trainer.real_members({"params": es.best_params, **es.best_model_state}, num)
     for i, m in enumerate(members):
-        best = jax.tree.map(lambda x: x[i], {"params": es.best_params, **es.best_model_state})
-        save_tree(out / "checkpoints" / m.label(sweep), best)
+        save_tree(out / "checkpoints" / m.label(sweep), jax.tree.map(lambda x: x[i], best_all))
+    es = jax.tree.map(sharding.to_host, trainer.real_members(es._replace(best_params=None, best_model_state=None), num))
 
     frame = pd.DataFrame(history)
     epochs = frame.drop_duplicates("epoch")
@@ -203,5 +215,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     final["summary"] = {
         f"{lam:g}": {k: _summary(v[idx]) for k, v in results.items()} for lam, idx in groups.items()
     }
-    write_json_atomic(final_path, final)
+    if sharding.is_primary():
+        write_json_atomic(final_path, final)
+    sharding.barrier(f"{out} final.json")
     return final
