@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 from lipctr.models import MODEL_NAMES, default_hparams
+from lipctr.sharding import MeshError, parse_mesh
 
 DATASETS = ("ml100k", "ml1m", "yelp2018", "amazon_book")
 
@@ -37,6 +38,7 @@ DEFAULTS: dict = {
     "variants": ["orig", "smooth"],
     "seeds": [2020, 2021, 2022, 2023, 2024],
     "lambda_sweep": [],  # e.g. [0.1, 0.3, 0.5, 0.7, 0.9]: smooth members for every (lambda, seed)
+    "mesh": "",  # device mesh, e.g. "seeds=4" or "seeds=2,data=2" (lipctr.sharding); "" = one device
     "eval": {
         "num_negatives": 100,
         "relevance": "positive",  # "positive" (label 1) or "any" (every rated test item, RecBole)
@@ -195,6 +197,11 @@ def validate(config: dict, source: str = "config") -> dict:
     for lam in [config["loss"]["lambda_r"], *config["lambda_sweep"]]:
         if not 0.0 <= float(lam) <= 1.0:
             raise ConfigError(f"{source}: lambda_r values must lie in [0, 1], got {lam!r}")
+    if config["mesh"]:
+        try:
+            parse_mesh(config["mesh"])
+        except MeshError as error:
+            raise ConfigError(f"{source}: key 'mesh': {error}") from None
     if config["loss"]["aggregation"] not in ("prob", "logit_sum"):
         raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
     if config["eval"]["relevance"] not in ("positive", "any"):
