@@ -15,6 +15,9 @@ import time
 import tomllib
 from pathlib import Path
 
+import jax
+
+from lipctr import sharding
 from lipctr.data import DataError, get_preset, load_dataset
 from lipctr.io import write_json_atomic
 from lipctr.ranking import ranking_candidates
@@ -46,6 +49,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="after training: 'all' or a comma list of lambda (Fig. 4 sweep), analyses (weight norms, "
                         "noise, Lipschitz), report; 'none' (default) only trains")
     p.add_argument("--models", help="'all': run the config's dataset for all seven backbones (<model>_<dataset>)")
+    g = p.add_argument_group("devices and hosts (README: 'Many devices and hosts')")
+    g.add_argument("--mesh", help="device mesh over all visible devices, e.g. seeds=4 or seeds=2,data=2 "
+                                  "(default: the config's 'mesh'; '' = one device)")
+    g.add_argument("--distributed", action="store_true",
+                   help="multi-host: call jax.distributed.initialize (settings not given below come from the "
+                        "environment: JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Cloud TPU, Kubernetes)")
+    g.add_argument("--coordinator-address", help="multi-host: HOST:PORT of process 0 (implies --distributed)")
+    g.add_argument("--num-processes", type=int, help="multi-host: number of processes (implies --distributed)")
+    g.add_argument("--process-id", type=int, help="multi-host: this process's id, 0..N-1 (implies --distributed)")
     return p.parse_args(argv)
 
 
@@ -94,6 +106,8 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
         config["train"]["max_epochs"] = args.epochs
     if args.data:
         config["data_path"] = args.data
+    if args.mesh is not None:
+        config["mesh"] = args.mesh
     return validate(config, source=name or args.config)
 
 
@@ -123,25 +137,33 @@ def resolve_configs(args: argparse.Namespace) -> list[dict]:
     return [resolve_config(args, f"{model}_{config['dataset']}") for model in MODEL_NAMES]
 
 
-def run_config(config: dict, dataset, args, analyses) -> Path:
-    """Train one config's variants (and the lambda sweep and analyses asked for); its run dir."""
+def run_config(config: dict, dataset, args, analyses, mesh=None) -> Path:
+    """Train one config's variants (and the lambda sweep and analyses asked for); its run dir.
+    In a multi-host run every process trains, process 0 alone creates and writes files."""
     name = f"{config['model']}_{config['dataset']}"
+    primary = sharding.is_primary()
     if args.resume:
         run_dir = Path(args.resume)
     else:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = sharding.broadcast_text(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
         run_dir = Path(args.runs_dir) / name / stamp
-        run_dir.mkdir(parents=True, exist_ok=False)
-        write_json_atomic(run_dir / "config.json", config)
-    print(f"{name}: {len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            write_json_atomic(run_dir / "config.json", config)
+        sharding.barrier(f"run directory {run_dir}")
+    if primary:
+        print(f"{name}: {len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
     ev = config["eval"]
     candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
     start = time.perf_counter()
     progress = not args.no_progress
-    finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress) for v in config["variants"]}
+    finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress, mesh=mesh) for v in config["variants"]}
     if "lambda" in analyses:
         sweep = {**config, "lambda_sweep": config["lambda_sweep"] or LAMBDA_SWEEP}
-        finals["lambda_sweep"] = run_variant(sweep, dataset, "smooth", run_dir, candidates, progress, "lambda_sweep")
+        finals["lambda_sweep"] = run_variant(sweep, dataset, "smooth", run_dir, candidates, progress, "lambda_sweep",
+                                             mesh=mesh)
+    if not primary:
+        return run_dir
     print(results_table(finals, tuple(ev["ks"])))
     if "analyses" in analyses:
         run_analyses(run_dir, dataset, config["variants"])
@@ -149,21 +171,36 @@ def run_config(config: dict, dataset, args, analyses) -> Path:
     return run_dir
 
 
+def start_devices(args: argparse.Namespace, spec: str):
+    """Join the multi-host run if asked (before anything touches a device); the mesh of `spec`."""
+    if args.distributed or any(v is not None for v in (args.coordinator_address, args.num_processes, args.process_id)):
+        sharding.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    return sharding.make_mesh(spec)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         analyses = parse_analyses(args.analysis)
         configs = resolve_configs(args)
+        mesh = start_devices(args, configs[0]["mesh"] if args.mesh is None else args.mesh)
         data_config = get_preset(configs[0]["dataset"])
         if configs[0]["data_path"]:
             data_config = dataclasses.replace(data_config, path=configs[0]["data_path"])
         dataset = load_dataset(data_config)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, sharding.MeshError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{configs[0]['dataset']}: {dataset.stats.get('interactions', 0):,} interactions, train/valid/test "
-          f"{len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}", file=sys.stderr)
-    run_dirs = [run_config(config, dataset, args, analyses) for config in configs]
+    if jax.process_count() > 1 and {"analyses", "report"} & set(analyses):
+        analyses = tuple(a for a in analyses if a == "lambda")
+        if sharding.is_primary():
+            print("note: in a multi-host run --analysis trains the lambda sweep only; run the analyses and report "
+                  "afterwards in one process: python -m experiments.main --resume RUN_DIR --analysis analyses,report",
+                  file=sys.stderr)
+    if sharding.is_primary():
+        print(f"{configs[0]['dataset']}: {dataset.stats.get('interactions', 0):,} interactions, train/valid/test "
+              f"{len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}", file=sys.stderr)
+    run_dirs = [run_config(config, dataset, args, analyses, mesh) for config in configs]
     if "report" in analyses:
         out = run_dirs[0] if len(run_dirs) == 1 else (
             Path(args.runs_dir) / f"study_{configs[0]['dataset']}" / run_dirs[0].name)

@@ -57,7 +57,7 @@ def make_mesh(spec: str, devices: Sequence[jax.Device] | None = None) -> Mesh | 
     sizes = parse_mesh(spec)
     devices = list(jax.devices() if devices is None else devices)
     wanted = math.prod(sizes.values())
-    shape = " x ".join(str(s) for s in sizes.values())
+    shape = " x ".join(f"{axis} {size}" for axis, size in sizes.items())
     where = f"{len(devices)} {devices[0].platform} device(s) over {jax.process_count()} process(es)"
     if wanted > len(devices):
         raise MeshError(f"mesh {spec!r} asks for {wanted} devices ({shape}) but only {len(devices)} exist ({where})")
