@@ -127,16 +127,15 @@ def local_lipschitz(tv: TrainedVariant, dataset: Dataset, num_examples: int = 25
     features = {k: v[pick] for k, v in dataset.test.features.items()}
     model, loss = tv.trainer.model, tv.trainer.loss_config
     emb_shape = (model.schema.num_fields, model.embedding_dim)
+    def apply_fn(variables, batch, offset):  # one function for all members: compiled once
+        return model.apply(variables, batch, deterministic=True, embedding_offset=offset)
+
     rows = []
     for i, member in enumerate(tv.members):
         variables = {"params": jax.tree.map(lambda x: x[i], tv.params),
                      **jax.tree.map(lambda x: x[i], tv.model_state)}
-
-        def apply_fn(batch, offset, variables=variables):
-            return model.apply(variables, batch, deterministic=True, embedding_offset=offset)
-
         table = lipschitz.local_lipschitz(apply_fn, features, emb_shape, loss.threshold, loss.aggregation,
-                                          key=jax.random.PRNGKey(seed), mode="jacfwd")
+                                          key=jax.random.PRNGKey(seed), mode="jacfwd", variables=variables)
         summary = lipschitz.summarize(table)
         row = {"variant": tv.variant, "seed": member.seed, "lambda_r": member.lambda_r, "examples": len(pick)}
         for column in table.columns:

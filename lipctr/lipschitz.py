@@ -13,7 +13,9 @@ tau^2 ||J||_F^2 <= s2 - s2^2 = s2 (1 - s2) <= 1/4, with equality iff p is unifor
 1 / sqrt(N) holds everywhere only for N <= 4; for N >= 5 it fails near two-class distributions.
 
 Part 2, trained models. `apply_fn(features, offset) -> logits [B, K]` with offset [B, F, d] added
-to the field embeddings (see lipctr.models.base). Per example, at offset 0, we measure
+to the field embeddings (see lipctr.models.base); or, with `variables=...`,
+`apply_fn(variables, features, offset)`, which compiles once for all members of a model.
+Per example, at offset 0, we measure
 - the L2 norm of the gradient of the click probability p_hat (lipctr.losses.click_probability)
   w.r.t. the F*d concatenated field embeddings (`input_gradient_norms`);
 - the spectral norm of the Jacobian of the probability vector (softmax over K logits, or
@@ -26,6 +28,7 @@ batch-norm in eval mode), in chunks of `chunk_size` to bound memory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
@@ -212,17 +215,28 @@ def _check_emb_shape(emb_shape) -> tuple[int, int]:
     return shape
 
 
-def _example_logits(apply_fn: ApplyFn, emb_shape, dtype) -> Callable:
-    """(one example's features, flat offset [F*d]) -> logits [K], via a batch of one."""
+def _example_logits(apply_fn, emb_shape, dtype) -> Callable:
+    """(variables, one example's features, flat offset [F*d]) -> logits [K], via a batch of one.
+    apply_fn(variables, batch, offset) -> logits [B, K]."""
 
-    def logits_fn(example, flat_offset):
+    def logits_fn(variables, example, flat_offset):
         batch = jax.tree.map(lambda a: a[None], example)
-        logits = apply_fn(batch, flat_offset.astype(dtype).reshape((1, *emb_shape)))
+        logits = apply_fn(variables, batch, flat_offset.astype(dtype).reshape((1, *emb_shape)))
         if logits.ndim != 2 or logits.shape[0] != 1:
             raise ValueError(f"apply_fn must return logits [B, K]; for B = 1 it returned {logits.shape}")
         return logits[0]
 
     return logits_fn
+
+
+def _bind(apply_fn, variables):
+    """(apply_fn taking (variables, batch, offset), variables). Without `variables`, apply_fn is
+    called as apply_fn(batch, offset); with them, as apply_fn(variables, batch, offset), and the
+    compiled programs (cached per apply_fn) take the variables as an argument, so measuring many
+    members of one model compiles once."""
+    if variables is None:
+        return (lambda _, batch, offset: apply_fn(batch, offset)), ()
+    return apply_fn, variables
 
 
 def probability_vector(logits: jax.Array) -> jax.Array:
@@ -233,9 +247,9 @@ def probability_vector(logits: jax.Array) -> jax.Array:
     return jax.nn.softmax(logits, axis=-1)
 
 
-def _map_chunks(fn: Callable, features, extra: np.ndarray, chunk_size: int) -> list[np.ndarray]:
-    """fn(chunk features, chunk extra) over fixed-size chunks (the last padded by repetition);
-    returns fn's outputs, each cut back to the real examples and concatenated."""
+def _map_chunks(fn: Callable, variables, features, extra: np.ndarray, chunk_size: int) -> list[np.ndarray]:
+    """fn(variables, chunk features, chunk extra) over fixed-size chunks (the last padded by
+    repetition); returns fn's outputs, each cut back to the real examples and concatenated."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n = _num_examples(features)
@@ -244,73 +258,32 @@ def _map_chunks(fn: Callable, features, extra: np.ndarray, chunk_size: int) -> l
     outputs = []
     for start in range(0, n, size):
         idx = np.minimum(np.arange(start, start + size), n - 1)
-        out = fn({name: a[idx] for name, a in host.items()}, extra[idx])
+        out = fn(variables, {name: a[idx] for name, a in host.items()}, extra[idx])
         outputs.append([np.asarray(o)[: n - start] for o in out])
     return [np.concatenate(col) for col in zip(*outputs)]
 
 
-def input_gradient_norms(
-    apply_fn: ApplyFn,
-    features: Mapping[str, jax.Array],
-    emb_shape: tuple[int, int],
-    threshold: int = 3,
-    aggregation: Aggregation = "prob",
-    chunk_size: int = 256,
-    mode: Literal["jacfwd", "jacrev"] = "jacfwd",
-    dtype=jnp.float32,
-) -> np.ndarray:
-    """||d p_hat / d e||_2 per example at offset 0, e the [F*d] concatenated field embeddings: [n].
-
-    mode "jacfwd" (F*d forward tangents) or "jacrev" (one backward pass; same numbers, cheaper).
-    """
-    emb_shape = _check_emb_shape(emb_shape)
-    if mode not in ("jacfwd", "jacrev"):
-        raise ValueError(f"mode must be 'jacfwd' or 'jacrev', got {mode!r}")
+@functools.lru_cache(maxsize=32)
+def _gradient_norm_program(apply_fn, emb_shape, threshold, aggregation, mode, dtype):
     logits_fn = _example_logits(apply_fn, emb_shape, dtype)
     jac = jax.jacfwd if mode == "jacfwd" else jax.jacrev
     size = emb_shape[0] * emb_shape[1]
 
-    def one(example):
-        p_hat = lambda x: click_probability(logits_fn(example, x)[None], threshold, aggregation)[0]
+    def one(variables, example):
+        p_hat = lambda x: click_probability(logits_fn(variables, example, x)[None], threshold, aggregation)[0]  # noqa: E731
         return jnp.linalg.norm(jac(p_hat)(jnp.zeros(size, dtype)))
 
-    chunk = jax.jit(lambda feats, _: (jax.vmap(one)(feats),))
-    n = _num_examples(features)
-    return _map_chunks(chunk, features, np.zeros(n), chunk_size)[0]
+    return jax.jit(lambda variables, feats, _: (jax.vmap(one, in_axes=(None, 0))(variables, feats),))
 
 
-def input_spectral_norms(
-    apply_fn: ApplyFn,
-    features: Mapping[str, jax.Array],
-    emb_shape: tuple[int, int],
-    output: Output = "probs",
-    num_iters: int = 100,
-    fd_step: float = 1e-3,
-    key: jax.Array | None = None,
-    chunk_size: int = 256,
-    dtype=jnp.float32,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example spectral norm of d out / d e at offset 0, out = the probability vector
-    (`probability_vector`) or the logits; e = the [F*d] concatenated field embeddings.
-
-    Power iteration v <- J^T J v / ||J^T J v|| (jvp / vjp of one linearisation) from a random
-    start, sigma = ||J v||, a lower bound converging at rate (sigma_2 / sigma_1)^(2 num_iters).
-    Returns (sigma [n], fd [n]) with fd = ||out(e + h v) - out(e - h v)|| / 2h the central finite
-    difference along the final v (h = fd_step), an independent check; in float32 its error is
-    about eps / h, and larger where a ReLU kink lies within h of e.
-    """
-    emb_shape = _check_emb_shape(emb_shape)
-    if output not in ("probs", "logits"):
-        raise ValueError(f"output must be 'probs' or 'logits', got {output!r}")
-    if num_iters < 1:
-        raise ValueError(f"num_iters must be >= 1, got {num_iters}")
+@functools.lru_cache(maxsize=32)
+def _spectral_norm_program(apply_fn, emb_shape, output, num_iters, fd_step, dtype):
     logits_fn = _example_logits(apply_fn, emb_shape, dtype)
-    key = jax.random.key(0) if key is None else key
     size = emb_shape[0] * emb_shape[1]
 
-    def one(example, index):
+    def one(variables, key, example, index):
         def out(x):
-            logits = logits_fn(example, x)
+            logits = logits_fn(variables, example, x)
             return probability_vector(logits) if output == "probs" else logits
 
         x0 = jnp.zeros(size, dtype)
@@ -327,9 +300,64 @@ def input_spectral_norms(
         fd = jnp.linalg.norm(out(x0 + fd_step * v) - out(x0 - fd_step * v)) / (2.0 * fd_step)
         return sigma, fd
 
-    chunk = jax.jit(jax.vmap(one))
+    return jax.jit(lambda bound, feats, index: jax.vmap(one, in_axes=(None, None, 0, 0))(*bound, feats, index))
+
+
+def input_gradient_norms(
+    apply_fn: ApplyFn,
+    features: Mapping[str, jax.Array],
+    emb_shape: tuple[int, int],
+    threshold: int = 3,
+    aggregation: Aggregation = "prob",
+    chunk_size: int = 256,
+    mode: Literal["jacfwd", "jacrev"] = "jacfwd",
+    dtype=jnp.float32,
+    variables=None,
+) -> np.ndarray:
+    """||d p_hat / d e||_2 per example at offset 0, e the [F*d] concatenated field embeddings: [n].
+
+    mode "jacfwd" (F*d forward tangents) or "jacrev" (one backward pass; same numbers, cheaper).
+    """
+    emb_shape = _check_emb_shape(emb_shape)
+    if mode not in ("jacfwd", "jacrev"):
+        raise ValueError(f"mode must be 'jacfwd' or 'jacrev', got {mode!r}")
+    apply_fn, variables = _bind(apply_fn, variables)
+    program = _gradient_norm_program(apply_fn, emb_shape, threshold, aggregation, mode, dtype)
     n = _num_examples(features)
-    sigma, fd = _map_chunks(chunk, features, np.arange(n, dtype=np.int32), chunk_size)
+    return _map_chunks(program, variables, features, np.zeros(n), chunk_size)[0]
+
+
+def input_spectral_norms(
+    apply_fn: ApplyFn,
+    features: Mapping[str, jax.Array],
+    emb_shape: tuple[int, int],
+    output: Output = "probs",
+    num_iters: int = 100,
+    fd_step: float = 1e-3,
+    key: jax.Array | None = None,
+    chunk_size: int = 256,
+    dtype=jnp.float32,
+    variables=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example spectral norm of d out / d e at offset 0, out = the probability vector
+    (`probability_vector`) or the logits; e = the [F*d] concatenated field embeddings.
+
+    Power iteration v <- J^T J v / ||J^T J v|| (jvp / vjp of one linearisation) from a random
+    start, sigma = ||J v||, a lower bound converging at rate (sigma_2 / sigma_1)^(2 num_iters).
+    Returns (sigma [n], fd [n]) with fd = ||out(e + h v) - out(e - h v)|| / 2h the central finite
+    difference along the final v (h = fd_step), an independent check; in float32 its error is
+    about eps / h, and larger where a ReLU kink lies within h of e.
+    """
+    emb_shape = _check_emb_shape(emb_shape)
+    if output not in ("probs", "logits"):
+        raise ValueError(f"output must be 'probs' or 'logits', got {output!r}")
+    if num_iters < 1:
+        raise ValueError(f"num_iters must be >= 1, got {num_iters}")
+    key = jax.random.key(0) if key is None else key
+    apply_fn, variables = _bind(apply_fn, variables)
+    program = _spectral_norm_program(apply_fn, emb_shape, output, num_iters, fd_step, dtype)
+    n = _num_examples(features)
+    sigma, fd = _map_chunks(program, (variables, key), features, np.arange(n, dtype=np.int32), chunk_size)
     return sigma, fd
 
 
@@ -343,13 +371,17 @@ def local_lipschitz(
     key: jax.Array | None = None,
     chunk_size: int = 256,
     mode: Literal["jacfwd", "jacrev"] = "jacfwd",
+    variables=None,
 ) -> pd.DataFrame:
     """All per-example measures, one row per example: grad_norm (p_hat), spectral_probs and its
     finite-difference check spectral_probs_fd, spectral_logits (L_f locally) and
     ratio = spectral_probs / spectral_logits (Theorem 1's L_p / L_f, claimed <= 1 / sqrt(N))."""
-    grad = input_gradient_norms(apply_fn, features, emb_shape, threshold, aggregation, chunk_size, mode)
-    probs, probs_fd = input_spectral_norms(apply_fn, features, emb_shape, "probs", num_iters, key=key, chunk_size=chunk_size)
-    logits, _ = input_spectral_norms(apply_fn, features, emb_shape, "logits", num_iters, key=key, chunk_size=chunk_size)
+    grad = input_gradient_norms(apply_fn, features, emb_shape, threshold, aggregation, chunk_size, mode,
+                                variables=variables)
+    probs, probs_fd = input_spectral_norms(apply_fn, features, emb_shape, "probs", num_iters, key=key,
+                                           chunk_size=chunk_size, variables=variables)
+    logits, _ = input_spectral_norms(apply_fn, features, emb_shape, "logits", num_iters, key=key,
+                                     chunk_size=chunk_size, variables=variables)
     ratio = np.divide(probs, logits, out=np.full_like(probs, np.nan), where=logits > 0)
     return pd.DataFrame(
         {
