@@ -270,10 +270,10 @@ def _collect(runs: list[dict], name: str) -> pd.DataFrame:
 def headline(table1: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in table1[table1["metric"] == "auc"].iterrows():
-        verdict = "improved" if row["delta_pct"] > 0 else "did not improve"
+        verdict = "raised" if row["delta_pct"] > 0 else "did not raise"
         sig = "significant at 5%" if row["p_value"] < 0.05 else "not significant at 5%"
-        lines.append(f"- {row['model']}: smooth {verdict} AUC by {row['delta_pct']:+.2f}% "
-                     f"({100 * row['orig_mean']:.2f} -> {100 * row['smooth_mean']:.2f}, paired t p = {row['p_value']:.3g}, {sig})")
+        lines.append(f"- {row['model']}: smooth {verdict} test AUC ({row['delta_pct']:+.2f}%, "
+                     f"{100 * row['orig_mean']:.2f} -> {100 * row['smooth_mean']:.2f}, paired t p = {row['p_value']:.3g}, {sig})")
     return lines
 
 

@@ -154,7 +154,8 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
         history.extend(_history_rows(record, members, sweep))
         if sharding.is_primary():
             write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
-        checkpoints.save(record.epoch, trainer.real_members({"state": state, "es": es}, num))
+        if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
+            checkpoints.save(record.epoch, trainer.real_members({"state": state, "es": es}, num))
         for i in np.flatnonzero(record.diverged[:num]):
             if i not in reported_divergence:
                 reported_divergence.add(i)

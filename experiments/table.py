@@ -17,10 +17,10 @@ def results_table(finals: dict, ks=(10, 20)) -> str:
     orig = finals.get("orig", {}).get("summary", {}).get("0")
     for variant, final in finals.items():
         for lam, summary in final["summary"].items():
-            label = variant if variant == "orig" else f"smooth (lambda_r={lam})"
+            label = variant if variant == "orig" else f"{variant} (lambda_r={lam})"
             cells = [f"{100 * summary[k]['mean']:.2f} ± {100 * summary[k]['std']:.2f}" for k, _ in columns]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            if variant == "smooth" and orig is not None:
+            if variant != "orig" and orig is not None:
                 deltas = [100 * (summary[k]["mean"] - orig[k]["mean"]) / abs(orig[k]["mean"]) for k, _ in columns]
                 lines.append("| Δ% vs orig | " + " | ".join(f"{d:+.2f}" for d in deltas) + " |")
     return "\n".join(lines)

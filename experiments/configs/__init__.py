@@ -37,7 +37,8 @@ DEFAULTS: dict = {
     },
     "variants": ["orig", "smooth"],
     "seeds": [2020, 2021, 2022, 2023, 2024],
-    "lambda_sweep": [],  # e.g. [0.1, 0.3, 0.5, 0.7, 0.9]: smooth members for every (lambda, seed)
+    "lambda_sweep": [],
+    "checkpoint_every": 1,  # epochs between resumable-state checkpoints (and always at the end)  # e.g. [0.1, 0.3, 0.5, 0.7, 0.9]: smooth members for every (lambda, seed)
     "mesh": "",  # device mesh, e.g. "seeds=4" or "seeds=2,data=2" (lipctr.sharding); "" = one device
     "eval": {
         "num_negatives": 100,
@@ -206,6 +207,8 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
     if config["eval"]["relevance"] not in ("positive", "any"):
         raise ConfigError(f"{source}: key 'eval.relevance' must be 'positive' or 'any'")
+    if config["checkpoint_every"] < 1:
+        raise ConfigError(f"{source}: key 'checkpoint_every' must be >= 1, got {config['checkpoint_every']}")
     for key in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
         if config["train"][key] < 1:
             raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {config['train'][key]}")
