@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,3 +108,26 @@ def bucketize(
             f"(quantile edges {np.round(edges, 6).tolist()}); use fewer classes"
         )
     return Buckets(classes, threshold, edges)
+
+
+def signal_to_ratings(frame: pd.DataFrame, column: str, num_classes: int, threshold_quantile: float = 0.6,
+                      rating_column: str = "rating", keep_signal: bool = False) -> tuple[pd.DataFrame, Buckets]:
+    """An implicit signal (play count, dwell time, ...) as a 1..N "rating" column (appendix A.1).
+
+    Returns (a copy of frame with int64 `rating_column` = bucketize(frame[column], N,
+    threshold_quantile).classes, the Buckets). Feed the frame to the data pipeline (e.g. written as
+    CSV, DataConfig(format="csv")) with num_ratings=N and threshold=buckets.threshold: the label is
+    then signal > its threshold_quantile-quantile. The signal column is dropped unless keep_signal,
+    since as a model input it would leak the target. Buckets are cut on the rows given, before
+    the pipeline's de-duplication and k-core filter.
+    """
+    if column not in frame.columns:
+        raise ValueError(f"signal column {column!r} not in the DataFrame; columns are {list(frame.columns)}")
+    if rating_column in frame.columns and rating_column != column:
+        raise ValueError(f"the DataFrame already has a {rating_column!r} column; drop it or pass another rating_column")
+    if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
+        raise ValueError(f"signal column {column!r} must be numeric, got dtype {frame[column].dtype}")
+    buckets = bucketize(frame[column].to_numpy(np.float64), num_classes, threshold_quantile, name=f"column {column!r}")
+    out = frame.drop(columns=[] if keep_signal else [column])
+    out[rating_column] = buckets.classes.astype(np.int64)
+    return out, buckets

@@ -1,0 +1,170 @@
+"""The supervision-bandwidth sweep (experiments.bandwidth) and the implicit-signal bucketing."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lipctr.bandwidth import signal_to_ratings
+from lipctr.data import DataConfig, load_dataset
+from lipctr.data.synthetic import SyntheticSizes, synthetic_dataset
+
+from experiments import bandwidth as bw
+
+NS = (2, 3, 5, 10, 20)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synthetic_dataset("tiny", 0, return_preference=True)
+
+
+def test_binary_labels_identical_across_n_and_classes_follow_preference(tiny):
+    dataset, preference = tiny
+    datasets = bw.bandwidth_datasets(dataset, preference, NS, 0.6)
+    cut = np.quantile(preference["train"], 0.6)  # independent: the binary threshold on train
+    for n, (data, buckets) in datasets.items():
+        assert data.schema.num_ratings == n and data.schema.threshold == buckets.threshold
+        for name, split in data.splits.items():
+            np.testing.assert_array_equal(split.label, (preference[name] > cut).astype(np.float32))
+            np.testing.assert_array_equal(split.label, (split.rating > data.schema.threshold).astype(np.float32))
+            assert split.rating.min() >= 1 and split.rating.max() <= n
+            order = np.argsort(preference[name], kind="stable")
+            assert np.all(np.diff(split.rating[order]) >= 0)  # classes are monotone in the preference
+            for field, values in split.features.items():
+                assert values is dataset.splits[name].features[field]
+        train_counts = np.bincount(data.train.rating, minlength=n + 1)[1:]
+        assert train_counts.min() > 0 and set(np.unique(data.train.rating)) == set(range(1, n + 1))
+
+
+def test_check_same_labels_rejects_a_different_binary_task(tiny):
+    dataset, preference = tiny
+    same = {n: d for n, (d, _) in bw.bandwidth_datasets(dataset, preference, (2, 5), 0.6).items()}
+    shifted, _ = bw.rebucket(dataset, preference, 5, 0.5)
+    with pytest.raises(ValueError, match=r"binary train labels differ between N=2 and N=5"):
+        bw.check_same_labels({2: same[2], 5: shifted})
+    bad = {**preference, "valid": preference["valid"][:-1]}
+    with pytest.raises(ValueError, match=r"preference\['valid'\] must hold one value per valid example"):
+        bw.rebucket(dataset, bad, 5, 0.6)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="Ns must be distinct numbers of classes >= 2"):
+        bw.SweepConfig(Ns=(1, 5))
+    with pytest.raises(ValueError, match=r"lambda_r must lie in \[0, 1\]"):
+        bw.SweepConfig(lambda_r=1.5)
+    with pytest.raises(SystemExit):
+        bw.main(["--Ns", "2,x"])
+
+
+def test_summary_table_and_spearman_against_numpy():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"variant": ["orig"] * 3 + ["smooth"] * 6, "N": [2] * 3 + [3] * 3 + [5] * 3})
+    for column in ("test_auc", "test_logloss", "grad_norm_mean", "grad_norm_median", "grad_norm_max",
+                   "spectral_logits_mean", "ratio_mean", "softmax_norm_median", "softmax_fraction_above_bound",
+                   "item_weight_norm", "best_epoch"):
+        frame[column] = rng.normal(size=len(frame))
+    summary = bw.summary_table(frame)
+    for (variant, n), part in frame.groupby(["variant", "N"]):
+        row = summary[(summary["variant"] == variant) & (summary["N"] == n)].iloc[0]
+        assert row["test_auc"] == pytest.approx(np.mean(part["test_auc"]))
+        assert row["grad_norm_mean_std"] == pytest.approx(np.std(part["grad_norm_mean"], ddof=1))
+    assert summary["paper_bound"].tolist()[1:] == pytest.approx([1 / np.sqrt(3), 1 / np.sqrt(5)])
+    assert bw.spearman([1, 2, 3, 4], [10, 20, 25, 100]) == pytest.approx(1.0)
+    assert bw.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties get average ranks: x ranks (1.5, 1.5, 3), y ranks (1, 3, 2) -> Pearson of the ranks
+    assert bw.spearman([2, 2, 5], [0.1, 0.9, 0.5]) == pytest.approx(np.corrcoef([1.5, 1.5, 3], [1, 3, 2])[0, 1])
+
+
+def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
+    sizes = SyntheticSizes(120, 90, 3_000)
+    dataset, preference = synthetic_dataset(sizes, 1, return_preference=True)
+    config = bw.SweepConfig(preset="custom", Ns=(3,), seeds=(1, 2), max_epochs=1, batch_size=512,
+                            lipschitz_examples=8, power_iters=3, model_hparams=(("mlp_hidden_size", (16,)),))
+    frame, buckets = bw.run_sweep(config, dataset, preference)
+    bw.write_outputs(tmp_path, config, frame, buckets, dataset)
+    table = pd.read_csv(tmp_path / "bandwidth.csv")
+    assert list(zip(table["variant"], table["N"], table["K"], table["seed"])) == [
+        ("orig", 2, 1, 1), ("orig", 2, 1, 2), ("smooth", 3, 3, 1), ("smooth", 3, 3, 2)]
+    assert table["threshold"].tolist() == [2, 2, 2, 2]  # round(0.6 * 3); orig trains on the same labels
+    assert table["lambda_r"].tolist() == [0.0, 0.0, 0.7, 0.7]
+    orig = table["variant"] == "orig"
+    numeric = table.drop(columns=["variant"])
+    assert np.isfinite(numeric.drop(columns=list(bw.SOFTMAX_COLUMNS)).to_numpy(float)).all()
+    assert np.isfinite(table.loc[~orig, list(bw.SOFTMAX_COLUMNS)].to_numpy(float)).all()
+    assert table.loc[orig, list(bw.SOFTMAX_COLUMNS)].isna().all().all()
+    assert table["test_auc"].between(0, 1).all() and (table["test_logloss"] > 0).all()
+    for measure in bw.LIPSCHITZ_MEASURES:
+        assert (table[f"{measure}_median"] <= table[f"{measure}_max"] + 1e-6).all()
+        assert (table[f"{measure}_mean"] <= table[f"{measure}_max"] + 1e-6).all()
+    # the softmax Jacobian norm never exceeds its supremum 1/2 over the simplex
+    assert (table.loc[~orig, "softmax_norm_max"] <= 0.5 + 1e-6).all()
+    assert (table["lipschitz_examples"] == 8).all() and (table["epochs"] == 1).all()
+    report = (tmp_path / "bandwidth.md").read_text()
+    assert report.count("\n| orig |") == 1 and report.count("\n| smooth |") == 1
+    assert (tmp_path / "bandwidth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
+    import jax
+
+    from lipctr.models import build_model
+
+    dataset, preference = tiny
+    data, _ = bw.rebucket(dataset, preference, 3, 0.6)
+    model = build_model("dcnv2", data.schema, 3, mlp_hidden_size=(8,))
+    batch = {k: v[:6] for k, v in data.test.features.items()}
+    members = [model.init(jax.random.PRNGKey(seed), batch, deterministic=True) for seed in (4, 5)]
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *members)
+    params = stacked.pop("params")
+    member = np.array([0, 1, 1, 0, 1, 0], np.int32)
+    offset = np.random.default_rng(0).normal(0, 0.1, (6, data.schema.num_fields, model.embedding_dim)).astype(np.float32)
+    got = np.asarray(jax.jit(bw.ensemble_apply_fn(model, params, stacked))({**batch, bw.MEMBER_KEY: member}, offset))
+    apply = jax.jit(lambda variables: model.apply(variables, batch, deterministic=True, embedding_offset=offset))
+    want = [np.asarray(apply(variables)) for variables in members]
+    for i in (0, 1):
+        np.testing.assert_allclose(got[member == i], want[i][member == i], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(want[0], want[1])
+
+
+def _brute_force_classes(values, levels):
+    """Class of each value: 1 + the number of quantile edges strictly below it."""
+    edges = np.quantile(values, levels)
+    return 1 + (values[:, None] > edges[None, :]).sum(1)
+
+
+@pytest.mark.parametrize("signal", ["dwell", "plays"])
+def test_implicit_signal_to_ratings_through_the_csv_pipeline(tmp_path, signal):
+    rng = np.random.default_rng(3)
+    pairs = rng.permutation(40 * 30)[:600]
+    frame = pd.DataFrame({"user_id": pairs // 30 + 1, "item_id": pairs % 30 + 1,
+                          "dwell": rng.lognormal(3.0, 1.0, 600), "plays": rng.poisson(6.0, 600)})
+    values = frame[signal].to_numpy(float)
+    out, buckets = signal_to_ratings(frame, signal, 5, 0.6)
+    assert signal not in out.columns and "rating" in out.columns and len(out) == len(frame)
+    np.testing.assert_array_equal(out["rating"], _brute_force_classes(values, [0.2, 0.4, 0.6, 0.8]))
+    np.testing.assert_array_equal(buckets.labels, (values > np.quantile(values, 0.6)).astype(np.float32))
+    out.to_csv(tmp_path / "mine.csv", index=False)
+    config = DataConfig("mine", format="csv", path=str(tmp_path), num_ratings=5, threshold=buckets.threshold)
+    dataset = load_dataset(config, cache=False)
+    other = "plays" if signal == "dwell" else "dwell"
+    assert signal not in dataset.schema.names and other in dataset.schema.names  # the other column stays
+    ratings = np.concatenate([s.rating for s in dataset.splits.values()])
+    labels = np.concatenate([s.label for s in dataset.splits.values()])
+    np.testing.assert_array_equal(np.sort(ratings), np.sort(out["rating"].to_numpy()))
+    np.testing.assert_array_equal(labels, (ratings > buckets.threshold).astype(np.float32))
+    assert labels.mean() == pytest.approx(buckets.labels.mean())
+
+
+def test_implicit_signal_errors_name_the_column():
+    frame = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [1, 1, 2], "dwell": [1.0, 2.0, 3.0],
+                          "tag": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match=r"signal column 'clicks' not in the DataFrame"):
+        signal_to_ratings(frame, "clicks", 2)
+    with pytest.raises(ValueError, match=r"signal column 'tag' must be numeric"):
+        signal_to_ratings(frame, "tag", 2)
+    with pytest.raises(ValueError, match=r"already has a 'rating' column"):
+        signal_to_ratings(frame.assign(rating=1), "dwell", 2)
+    with pytest.raises(ValueError, match=r"column 'dwell' has 3 distinct value\(s\); 5 classes"):
+        signal_to_ratings(frame, "dwell", 5)
+    kept, _ = signal_to_ratings(frame, "dwell", 3, keep_signal=True)
+    assert kept["dwell"].tolist() == [1.0, 2.0, 3.0] and kept["rating"].tolist() == [1, 2, 3]
