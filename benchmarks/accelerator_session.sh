@@ -3,7 +3,7 @@
 # pandas, matplotlib, tqdm): the full ML-100K study — seven backbones, orig and smooth, five
 # seeds, the lambda_r sweep, the analyses and the report — then the speed benchmarks.
 # Results go to $OUT (default ./accelerator_out): logs and one tarball of the run directories
-# (checkpoints and resumable state left out), refreshed while the study runs.
+# (checkpoints, resumable state and predictions left out, to fit the 16 MiB a file that comes back), refreshed while the study runs.
 #   usage: bash benchmarks/accelerator_session.sh [STUDY_SECONDS] [BENCH_SECONDS]
 set -u
 OUT=${OUT:-accelerator_out}
@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 $PY -c "import jax, flax, optax, orbax.checkpoint; print(jax.__version__, flax.__version__, jax.devices())" 2>&1 | tee "$OUT/env.txt"
-snapshot() { tar czf "$OUT/study.tgz.tmp" --exclude=checkpoints --exclude=state runs_accel 2>/dev/null && mv "$OUT/study.tgz.tmp" "$OUT/study.tgz"; }
+snapshot() { tar czf "$OUT/study.tgz.tmp" --exclude=checkpoints --exclude=state --exclude=predictions.npz runs_accel 2>/dev/null && mv "$OUT/study.tgz.tmp" "$OUT/study.tgz"; }
 (while sleep 30; do snapshot; done) &
 snapshotter=$!
 timeout "$STUDY_SECONDS" $PY -m experiments.main --config dcnv2_ml100k --models all --analysis all \
