@@ -7,10 +7,10 @@ Each layout runs in a fresh process: "unsharded" on one device; "seeds=N" splits
 (padded to a multiple of N with stopped dummy members, which still cost compute); "seeds=1,data=N"
 splits every batch. One untimed warm-up epoch (it includes compilation) precedes `--epochs` timed
 ones; examples/second = training examples / median epoch seconds (each example trains every
-member). On a CPU-only machine the N devices are forced host devices
-(--xla_force_host_platform_device_count) that share the same cores, so the ratio measures the
-overhead of sharding, not a speed-up. On a GPU/TPU machine the first N real devices are used.
-Synthetic data only: these are timings, not results.
+member); "cores busy" = CPU seconds / wall seconds of the process over the timed epochs. On a
+CPU-only machine the N devices are forced host devices (--xla_force_host_platform_device_count)
+that share the same cores, so the ratio measures the overhead of sharding, not a speed-up. On a
+GPU/TPU machine the first N real devices are used. Synthetic data only: timings, not results.
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def child(layout: str, devices: int, epochs: int, preset: str, model: str, root:
     train = to_device(dataset.train, mesh)
     seeds = config["seeds"]
     state, es = trainer.init(train["features"], seeds, [0.0] * len(seeds))
-    times = []
+    times, cpu = [], []
     for _ in range(epochs + 1):
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         state, stats = trainer.train_epoch(state, es, train)
         jax.block_until_ready((state, stats))
         times.append(time.perf_counter() - begin)
+        cpu.append(time.process_time() - begin_cpu)
     loss = np.asarray(stats.loss)[: len(seeds)]
     if not np.all(np.isfinite(loss)):
         raise RuntimeError(f"{layout or 'unsharded'}: non-finite training loss {loss}")
@@ -67,7 +68,7 @@ def child(layout: str, devices: int, epochs: int, preset: str, model: str, root:
         "members_computed": int(jax.tree.leaves(state.params)[0].shape[0]),
         "train_examples": len(dataset.train), "load_seconds": load_seconds,
         "warmup_seconds": times[0], "epoch_seconds": seconds, "examples_per_second": len(dataset.train) / seconds,
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": os.cpu_count(), "cores_busy": float(np.sum(cpu[1:]) / np.sum(times[1:])),
     }
 
 
@@ -91,12 +92,14 @@ def report(args, root: Path) -> list[dict]:
     print(f"{args.model} on synthetic {args.preset}: {base['train_examples']:,} training examples, "
           f"{base['members']} seeds, platform {base['platform']} ({base['device_kind']}), "
           f"{base['cpu_cores']} CPU cores")
-    print(f"{'layout':<16} {'devices':>7} {'members':>9} {'warm-up s':>9} {'epoch s':>8} {'examples/s':>11} {'ratio':>6}")
+    print(f"{'layout':<16} {'devices':>7} {'members':>9} {'warm-up s':>9} {'epoch s':>8} {'examples/s':>11} "
+          f"{'ratio':>6} {'cores busy':>10}")
     for r in results:
         members = f"{r['members_computed']}" + (f" ({r['members']}+{r['members_computed'] - r['members']})"
                                                  if r["members_computed"] > r["members"] else "")
+        ratio = r["examples_per_second"] / base["examples_per_second"]
         print(f"{r['layout']:<16} {r['devices']:>7} {members:>9} {r['warmup_seconds']:9.1f} {r['epoch_seconds']:8.2f} "
-              f"{r['examples_per_second']:11,.0f} {r['examples_per_second'] / base['examples_per_second']:6.2f}")
+              f"{r['examples_per_second']:11,.0f} {ratio:6.2f} {r['cores_busy']:10.2f}")
     if base["platform"] == "cpu":
         print(f"On CPU the {args.devices} devices are forced host devices sharing the same "
               f"{base['cpu_cores']} cores: the ratio (sharded / unsharded examples per second) measures the "

@@ -38,7 +38,8 @@ def parse_mesh(spec: str) -> dict[str, int]:
     for item in spec.split(","):
         match = _ITEM.match(item)
         if match is None:
-            raise MeshError(f"mesh spec {spec!r}: cannot read {item.strip()!r}; expected AXIS=SIZE[,AXIS=SIZE], {_EXAMPLES}")
+            raise MeshError(f"mesh spec {spec!r}: cannot read {item.strip()!r}; "
+                            f"expected AXIS=SIZE[,AXIS=SIZE], {_EXAMPLES}")
         axis, size = match.group(1), int(match.group(2))
         if axis not in AXES:
             raise MeshError(f"mesh spec {spec!r}: unknown axis {axis!r}; known axes: {', '.join(AXES)}")

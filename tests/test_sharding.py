@@ -51,8 +51,8 @@ candidates = ranking_candidates(ds, "test", 20, 0, "positive")
 facts = {"process_count": jax.process_count(), "device_count": jax.device_count()}
 
 
-def run(name, spec, **kw):
-    return run_variant(config, ds, "smooth", out / name, candidates, progress=False, mesh=sharding.make_mesh(spec), **kw)
+def run(name, spec):
+    return run_variant(config, ds, "smooth", out / name, candidates, progress=False, mesh=sharding.make_mesh(spec))
 
 
 class Interrupt(Exception):
@@ -117,7 +117,8 @@ if mode == "layouts":
         x, y = (load_tree(out / name / "smooth" / "checkpoints" / f"seed{seed}", best_like)
                 for name in ("seeds4", "unsharded"))
         devices |= {u.sharding.num_devices for u in jax.tree.leaves(x)}
-        diffs += [float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y))]
+        diffs += [float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
+                  for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y))]
     facts["best_devices"], facts["best_max_diff"] = sorted(devices), max(diffs)
 else:
     import argparse
