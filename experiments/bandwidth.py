@@ -43,6 +43,7 @@ from lipctr.data.synthetic import synthetic_dataset  # noqa: E402
 from lipctr.io import write_bytes_atomic, write_text_atomic  # noqa: E402
 from lipctr.losses import LossConfig  # noqa: E402
 from lipctr.models import build_model, embedding_table  # noqa: E402
+from lipctr.models.base import FeatureEmbedding  # noqa: E402
 from lipctr.train import Trainer, TrainConfig, fit, to_device  # noqa: E402
 
 from experiments.configs import model_hparams, named_config  # noqa: E402
@@ -205,6 +206,13 @@ def member_lipschitz(trainer: Trainer, es, features, config: SweepConfig) -> lis
     return [table.iloc[i * m:(i + 1) * m].reset_index(drop=True) for i in range(members)]
 
 
+def input_norms(model, params, features) -> np.ndarray:
+    """||e|| of each example's concatenated field embeddings e (the point where the Lipschitz
+    measures are taken): features [m, ...] -> [m]."""
+    emb = FeatureEmbedding(model.schema, model.embedding_dim).apply({"params": params["embedding"]}, features)
+    return np.linalg.norm(np.asarray(emb).reshape(emb.shape[0], -1), axis=1)
+
+
 def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig, features) -> list[dict]:
     """Per member: test AUC / LogLoss, local Lipschitz summaries (mean / median / max over the
     examples in `features`), softmax Jacobian norms at its test logits, embedding weight norms."""
@@ -218,11 +226,17 @@ def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig,
     for i, table in enumerate(member_lipschitz(trainer, es, features, config)):
         params = jax.tree.map(lambda x: x[i], es.best_params)
         summary = lipschitz.summarize(table[list(LIPSCHITZ_MEASURES)])
-        row = {"best_epoch": int(np.asarray(es.best_epoch)[i]), "best_valid_auc": float(np.asarray(es.best_auc)[i]),
+        best_epoch = int(np.asarray(es.best_epoch)[i])
+        row = {"best_epoch": best_epoch, "capped": best_epoch > config.max_epochs - config.patience,
+               "best_valid_auc": float(np.asarray(es.best_auc)[i]),
                "test_auc": float(auc[i]), "test_logloss": float(logloss[i])}
         for measure in LIPSCHITZ_MEASURES:
             for stat in ("mean", "median", "max"):
                 row[f"{measure}_{stat}"] = float(summary.loc[stat, measure])
+        norms = input_norms(trainer.model, params, features)
+        relative = table["grad_norm"].to_numpy() * norms
+        row.update({"input_norm_mean": float(norms.mean()), "relative_lipschitz_mean": float(relative.mean()),
+                    "relative_lipschitz_median": float(np.median(relative)), "relative_lipschitz_max": float(relative.max())})
         row["fd_rel_error_max"] = float(np.max(np.abs(table["spectral_probs_fd"] - table["spectral_probs"])
                                                / np.maximum(table["spectral_probs"], 1e-12)))
         if logits.shape[-1] > 1:
@@ -267,7 +281,7 @@ def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.nd
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the headline columns, one row per (variant, N)."""
     columns = ["test_auc", "test_logloss", "grad_norm_mean", "grad_norm_median", "grad_norm_max",
-               "spectral_logits_mean", "ratio_mean", "softmax_norm_median", "softmax_fraction_above_bound",
+               "input_norm_mean", "relative_lipschitz_mean", "spectral_logits_mean", "ratio_mean", "softmax_norm_median", "softmax_fraction_above_bound",
                "item_weight_norm", "best_epoch"]
     grouped = frame.groupby(["variant", "N"], sort=False)[columns]
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
@@ -291,8 +305,9 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     smooth = summary[summary["variant"] == "smooth"].sort_values("N")
     orig = summary[summary["variant"] == "orig"].iloc[0]
     n = smooth["N"].to_numpy(float)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    panels = (("test_auc", "test AUC"), ("grad_norm_mean", "local Lipschitz of p_hat\n(mean ||d p_hat / d e||)"))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8), gridspec_kw={"wspace": 0.3})
+    panels = (("test_auc", "test AUC"), ("grad_norm_mean", "local Lipschitz of p_hat\n(mean ||d p_hat / d e||)"),
+              ("relative_lipschitz_mean", "scale-free: mean ||d p_hat / d e|| ||e||"))
     for ax, (column, title) in zip(axes, panels):
         ax.errorbar(n, smooth[column], yerr=smooth[f"{column}_std"], fmt="o-", color="tab:red", capsize=3,
                     label="smooth (K = N)")
@@ -302,10 +317,10 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     first = smooth.iloc[0]
     axes[1].plot(n, first["grad_norm_mean"] * np.sqrt(first["N"] / n), ":", color="gray",
                  label=f"c / sqrt(N) through N={int(first['N'])}")
-    axes[2].plot(n, smooth["softmax_norm_median"], "o-", color="tab:red", label="trained, median over test")
-    axes[2].plot(n, 1.0 / np.sqrt(n), "--", color="gray", label="1/sqrt(N) (paper's bound)")
-    axes[2].plot(n, np.sqrt(n - 1) / n, ":", color="black", label="sqrt(N-1)/N (uniform logits)")
-    axes[2].set_ylabel("softmax ||J||_F at test logits")
+    axes[3].plot(n, smooth["softmax_norm_median"], "o-", color="tab:red", label="trained, median over test")
+    axes[3].plot(n, 1.0 / np.sqrt(n), "--", color="gray", label="1/sqrt(N) (paper's bound)")
+    axes[3].plot(n, np.sqrt(n - 1) / n, ":", color="black", label="sqrt(N-1)/N (uniform logits)")
+    axes[3].set_ylabel("softmax ||J||_F at test logits")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xticks(n, [str(int(v)) for v in n])
@@ -335,17 +350,20 @@ def markdown(config: SweepConfig, summary: pd.DataFrame, frame: pd.DataFrame, bu
         f"positive rate {data_stats['positive_rate']:.3f}; binary labels identical for every N (checked).",
         f"Local Lipschitz: ||d p_hat / d e|| over the same {int(frame['lipschitz_examples'].iloc[0])} test "
         "examples, e = the concatenated input field embeddings; ratio = spectral norm of d softmax / d e over "
-        "that of d logits / d e (Theorem 1's L_p / L_f).",
+        "that of d logits / d e (Theorem 1's L_p / L_f); ||e|| = mean norm of those embeddings; "
+        "x ||e|| = mean of ||d p_hat / d e|| ||e||, which does not fall just because embeddings grow.",
         "",
-        "| variant | N | test AUC | test LogLoss | Lipschitz mean | median | max | L_p / L_f | softmax ||J||_F median | > 1/sqrt(N) | best epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | N | test AUC | test LogLoss | Lipschitz mean | median | max | ||e|| | x ||e|| | L_p / L_f "
+        "| softmax ||J||_F median | > 1/sqrt(N) | best epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in summary.iterrows():
         smooth = r["variant"] == "smooth"
         cells = [r["variant"], str(int(r["N"])) if smooth else "2 (K=1)",
                  _fmt(r["test_auc"], r["test_auc_std"], 4), _fmt(r["test_logloss"], r["test_logloss_std"], 4),
                  _fmt(r["grad_norm_mean"], r["grad_norm_mean_std"], 4), f"{r['grad_norm_median']:.4f}",
-                 f"{r['grad_norm_max']:.4f}", f"{r['ratio_mean']:.3f}",
+                 f"{r['grad_norm_max']:.4f}", f"{r['input_norm_mean']:.3f}",
+                 _fmt(r["relative_lipschitz_mean"], r["relative_lipschitz_mean_std"], 3), f"{r['ratio_mean']:.3f}",
                  f"{r['softmax_norm_median']:.3f} (bound {r['paper_bound']:.3f})" if smooth else "-",
                  f"{100 * r['softmax_fraction_above_bound']:.1f}%" if smooth else "-", f"{r['best_epoch']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -353,8 +371,14 @@ def markdown(config: SweepConfig, summary: pd.DataFrame, frame: pd.DataFrame, bu
     lines += ["", "Spearman rank correlation with N over all smooth members "
               f"({len(smooth_rows)} = {smooth_rows['N'].nunique()} N x {len(config.seeds)} seeds):"]
     for column, title in (("test_auc", "test AUC"), ("grad_norm_mean", "Lipschitz mean"),
+                          ("relative_lipschitz_mean", "Lipschitz x ||e|| mean"),
                           ("softmax_norm_median", "softmax ||J||_F median")):
         lines.append(f"- {title}: {spearman(smooth_rows['N'], smooth_rows[column]):+.2f}")
+    capped = frame[frame["capped"]]
+    if len(capped):
+        where = ", ".join(f"{v} N={n}: {c}" for (v, n), c in capped.groupby(["variant", "N"], sort=False).size().items())
+        lines += ["", f"**Not converged**: members still improving when max_epochs = {config.max_epochs} ended them "
+                  f"(best epoch > max_epochs - patience): {where}. Their numbers are not final; rerun with more --epochs."]
     lines += ["", "Class masses on train (share of each rating 1..N):"]
     for n, b in sorted(buckets.items()):
         shares = np.bincount(b.classes, minlength=n + 1)[1:] / b.classes.size

@@ -60,7 +60,7 @@ def test_summary_table_and_spearman_against_numpy():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"variant": ["orig"] * 3 + ["smooth"] * 6, "N": [2] * 3 + [3] * 3 + [5] * 3})
     for column in ("test_auc", "test_logloss", "grad_norm_mean", "grad_norm_median", "grad_norm_max",
-                   "spectral_logits_mean", "ratio_mean", "softmax_norm_median", "softmax_fraction_above_bound",
+                   "input_norm_mean", "relative_lipschitz_mean", "spectral_logits_mean", "ratio_mean", "softmax_norm_median", "softmax_fraction_above_bound",
                    "item_weight_norm", "best_epoch"):
         frame[column] = rng.normal(size=len(frame))
     summary = bw.summary_table(frame)
@@ -99,7 +99,9 @@ def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     # the softmax Jacobian norm never exceeds its supremum 1/2 over the simplex
     assert (table.loc[~orig, "softmax_norm_max"] <= 0.5 + 1e-6).all()
     assert (table["lipschitz_examples"] == 8).all() and (table["epochs"] == 1).all()
+    assert table["capped"].all()  # one epoch: every member was cut off by max_epochs
     report = (tmp_path / "bandwidth.md").read_text()
+    assert "**Not converged**" in report and "orig N=2: 2, smooth N=3: 2" in report
     assert report.count("\n| orig |") == 1 and report.count("\n| smooth |") == 1
     assert (tmp_path / "bandwidth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -124,6 +126,22 @@ def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
     for i in (0, 1):
         np.testing.assert_allclose(got[member == i], want[i][member == i], rtol=1e-5, atol=1e-6)
     assert not np.allclose(want[0], want[1])
+    # input_norms against a numpy lookup: token fields index their table, token_seq fields mean-pool
+    # their non-padding ids
+    from lipctr.models import embedding_table
+
+    params0 = members[0]["params"]
+    parts = []
+    for field in data.schema.fields:
+        table, ids = np.asarray(embedding_table(params0, field.name)), batch[field.name]
+        if field.kind == "token":
+            parts.append(table[ids])
+        else:
+            assert field.kind == "token_seq", field
+            mask = (ids != 0)[..., None]
+            parts.append((table[ids] * mask).sum(1) / np.maximum(mask.sum(1), 1))
+    want_norms = np.linalg.norm(np.concatenate(parts, axis=1), axis=1)
+    np.testing.assert_allclose(bw.input_norms(model, params0, batch), want_norms, rtol=1e-5)
 
 
 def _brute_force_classes(values, levels):
