@@ -87,33 +87,24 @@ def objective(model, variables, features, rating, label, key):
 
 
 @functools.cache
-def probe(name, k, overrides=()):
-    """What the property tests look at, in three compiles per model (compiles dominate the
-    runtime): deterministic and training-mode logits of 3 random parameter draws by a Python
-    loop over a jitted function and by one vmap over the stacked draws (threefry dropout keys,
-    the default); eagerly computed deterministic logits; logits of a permuted batch; gradients
-    of the first draw in both modes."""
-    model = small_model(name, k, **dict(overrides))
-    features, rating, label = batch(16, 1)
+def outputs(name, k):
+    """Deterministic and training-mode logits of 3 random parameter draws, by a Python loop over
+    a jitted function and by one jitted vmap over the stacked draws; the deterministic logits
+    computed eagerly; the logits of a permuted batch. Two compiles per model."""
+    model = small_model(name, k)
+    features, _, _ = batch(16, 1)
     per_seed = [numpy_init(model, features, seed) for seed in range(3)]
     keys = jax.random.split(jax.random.key(6), len(per_seed))
     perm = np.random.default_rng(4).permutation(16)
     jitted = jax.jit(lambda v, f, key: both_modes(model, v, f, key), compiler_options=FAST)
     vmapped = jax.jit(jax.vmap(lambda v, key: both_modes(model, v, features, key)), compiler_options=FAST)
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_seed)
-    first = per_seed[0]
-
-    @functools.partial(jax.jit, compiler_options=FAST)
-    def grads(params, key):
-        return [jax.grad(objective(model, first, features, rating, label, key))(params) for key in (None, key)]
-
     return {
         "loop": [jitted(v, features, key) for v, key in zip(per_seed, keys)],
         "vmap": vmapped(stacked, keys),
         "eager": [forward(model, v, features) for v in per_seed],
-        "permuted": jitted(first, {key: value[perm] for key, value in features.items()}, keys[0])[0],
+        "permuted": jitted(per_seed[0], {key: value[perm] for key, value in features.items()}, keys[0])[0],
         "perm": perm,
-        "grads": grads(first["params"], jax.random.key(2)),
     }
 
 
@@ -143,20 +134,28 @@ def grad_cases():
 @pytest.mark.parametrize("name,k,overrides", list(grad_cases()))
 def test_every_parameter_gets_a_finite_nonzero_gradient(name, k, overrides):
     """At random parameters, deterministic and in training mode (dropout on, batch statistics)."""
-    deterministic, dropout = probe(name, k, overrides)["grads"]
+    model = small_model(name, k, **dict(overrides))
+    features, rating, label = batch(16, 1)
+    variables = numpy_init(model, features, 0)
+
+    @functools.partial(jax.jit, compiler_options=FAST)
+    def grads(params, key):
+        return [jax.grad(objective(model, variables, features, rating, label, key))(params) for key in (None, key)]
+
+    deterministic, dropout = grads(variables["params"], jax.random.key(2))
     assert_gradients_alive(deterministic, f"{name} K={k} {overrides} deterministic")
     assert_gradients_alive(dropout, f"{name} K={k} {overrides} dropout")
 
 
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
 def test_outputs_permute_with_the_batch(name, k):
-    out = probe(name, k, ())
+    out = outputs(name, k)
     np.testing.assert_allclose(out["permuted"], np.asarray(out["loop"][0][0])[out["perm"]], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
 def test_jit_and_vmap_over_seeds_match_a_python_loop(name, k):
-    out = probe(name, k, ())
+    out = outputs(name, k)
     eager = np.stack(out["eager"])
     assert eager.shape == (3, 16, k)
     assert not np.allclose(eager[0], eager[1]), "different parameters should give different outputs"
@@ -219,12 +218,14 @@ def fit(name, k, steps=300, learning_rate=1e-2):
     return run(jax.random.key(0)), rating, label
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
 def test_every_parameter_gets_a_gradient_at_initialisation(name, k):
     (_, _, grads), _, _ = fit(name, k)
     assert_gradients_alive(grads, f"{name} K={k} at its own initialisation, dropout on")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
 def test_fits_a_planted_signal(name, k):
     (initial, trained, _), rating, label = fit(name, k)
