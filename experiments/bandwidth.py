@@ -213,6 +213,30 @@ def input_norms(model, params, features) -> np.ndarray:
     return np.linalg.norm(np.asarray(emb).reshape(emb.shape[0], -1), axis=1)
 
 
+def lipschitz_columns(table: pd.DataFrame, input_norm: np.ndarray) -> dict:
+    """Summaries of one member's per-example Lipschitz table (lipctr.lipschitz.local_lipschitz)
+    and of grad_norm x ||e|| (input_norm [m], `input_norms`)."""
+    summary = lipschitz.summarize(table[list(LIPSCHITZ_MEASURES)])
+    row = {f"{measure}_{stat}": float(summary.loc[stat, measure])
+           for measure in LIPSCHITZ_MEASURES for stat in ("mean", "median", "max")}
+    relative = table["grad_norm"].to_numpy() * input_norm
+    row.update({"input_norm_mean": float(input_norm.mean()), "relative_lipschitz_mean": float(relative.mean()),
+                "relative_lipschitz_median": float(np.median(relative)),
+                "relative_lipschitz_max": float(relative.max())})
+    fd_error = np.abs(table["spectral_probs_fd"] - table["spectral_probs"]) / np.maximum(table["spectral_probs"], 1e-12)
+    row["fd_rel_error_max"] = float(fd_error.max())
+    return row
+
+
+def softmax_columns(logits) -> dict:
+    """Softmax Jacobian norms at one member's test logits [n, K] vs 1/sqrt(K); NaN for K = 1."""
+    if logits.shape[-1] == 1:
+        return {c: float("nan") for c in SOFTMAX_COLUMNS}
+    norms = lipschitz.jacobian_norm_distribution(logits).summary()
+    return {"softmax_norm_mean": norms["mean"], "softmax_norm_median": norms["median"],
+            "softmax_norm_max": norms["max"], "softmax_fraction_above_bound": norms["fraction_above_bound"]}
+
+
 def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig, features) -> list[dict]:
     """Per member: test AUC / LogLoss, local Lipschitz summaries (mean / median / max over the
     examples in `features`), softmax Jacobian norms at its test logits, embedding weight norms."""
@@ -225,26 +249,12 @@ def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig,
     rows = []
     for i, table in enumerate(member_lipschitz(trainer, es, features, config)):
         params = jax.tree.map(lambda x: x[i], es.best_params)
-        summary = lipschitz.summarize(table[list(LIPSCHITZ_MEASURES)])
         best_epoch = int(np.asarray(es.best_epoch)[i])
         row = {"best_epoch": best_epoch, "capped": best_epoch > config.max_epochs - config.patience,
                "best_valid_auc": float(np.asarray(es.best_auc)[i]),
-               "test_auc": float(auc[i]), "test_logloss": float(logloss[i])}
-        for measure in LIPSCHITZ_MEASURES:
-            for stat in ("mean", "median", "max"):
-                row[f"{measure}_{stat}"] = float(summary.loc[stat, measure])
-        norms = input_norms(trainer.model, params, features)
-        relative = table["grad_norm"].to_numpy() * norms
-        row.update({"input_norm_mean": float(norms.mean()), "relative_lipschitz_mean": float(relative.mean()),
-                    "relative_lipschitz_median": float(np.median(relative)), "relative_lipschitz_max": float(relative.max())})
-        row["fd_rel_error_max"] = float(np.max(np.abs(table["spectral_probs_fd"] - table["spectral_probs"])
-                                               / np.maximum(table["spectral_probs"], 1e-12)))
-        if logits.shape[-1] > 1:
-            norms = lipschitz.jacobian_norm_distribution(logits[i]).summary()
-            row.update({"softmax_norm_mean": norms["mean"], "softmax_norm_median": norms["median"],
-                        "softmax_norm_max": norms["max"], "softmax_fraction_above_bound": norms["fraction_above_bound"]})
-        else:
-            row.update({c: float("nan") for c in SOFTMAX_COLUMNS})
+               "test_auc": float(auc[i]), "test_logloss": float(logloss[i]),
+               **lipschitz_columns(table, input_norms(trainer.model, params, features)),
+               **softmax_columns(logits[i])}
         for side, field in (("user", schema.user_field), ("item", schema.item_field)):
             row[f"{side}_weight_norm"] = float(jnp.linalg.norm(embedding_table(params, field)))
         rows.append(row)
@@ -254,7 +264,8 @@ def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig,
 # -------------------------------------------------------------------------------- the sweep
 
 
-def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.ndarray], log=None) -> tuple[pd.DataFrame, dict]:
+def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.ndarray],
+              log=None) -> tuple[pd.DataFrame, dict]:
     """Train and measure orig once and smooth for every N -> (one row per member, {N: Buckets})."""
     log = log or (lambda _msg: None)
     datasets = bandwidth_datasets(dataset, preference, config.Ns, config.threshold_quantile)
@@ -281,8 +292,8 @@ def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.nd
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the headline columns, one row per (variant, N)."""
     columns = ["test_auc", "test_logloss", "grad_norm_mean", "grad_norm_median", "grad_norm_max",
-               "input_norm_mean", "relative_lipschitz_mean", "spectral_logits_mean", "ratio_mean", "softmax_norm_median", "softmax_fraction_above_bound",
-               "item_weight_norm", "best_epoch"]
+               "input_norm_mean", "relative_lipschitz_mean", "spectral_logits_mean", "ratio_mean",
+               "softmax_norm_median", "softmax_fraction_above_bound", "item_weight_norm", "best_epoch"]
     grouped = frame.groupby(["variant", "N"], sort=False)[columns]
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
     out["paper_bound"] = np.where(out["variant"] == "smooth", 1.0 / np.sqrt(out["N"]), np.nan)
@@ -312,7 +323,8 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
         ax.errorbar(n, smooth[column], yerr=smooth[f"{column}_std"], fmt="o-", color="tab:red", capsize=3,
                     label="smooth (K = N)")
         ax.axhline(orig[column], color="tab:blue", linestyle="--", label="orig (K = 1)")
-        ax.axhspan(orig[column] - orig[f"{column}_std"], orig[column] + orig[f"{column}_std"], color="tab:blue", alpha=0.1)
+        band = (orig[column] - orig[f"{column}_std"], orig[column] + orig[f"{column}_std"])
+        ax.axhspan(*band, color="tab:blue", alpha=0.1)
         ax.set_ylabel(title)
     first = smooth.iloc[0]
     axes[1].plot(n, first["grad_norm_mean"] * np.sqrt(first["N"] / n), ":", color="gray",
@@ -376,9 +388,11 @@ def markdown(config: SweepConfig, summary: pd.DataFrame, frame: pd.DataFrame, bu
         lines.append(f"- {title}: {spearman(smooth_rows['N'], smooth_rows[column]):+.2f}")
     capped = frame[frame["capped"]]
     if len(capped):
-        where = ", ".join(f"{v} N={n}: {c}" for (v, n), c in capped.groupby(["variant", "N"], sort=False).size().items())
+        counts = capped.groupby(["variant", "N"], sort=False).size()
+        where = ", ".join(f"{v} N={n}: {c}" for (v, n), c in counts.items())
         lines += ["", f"**Not converged**: members still improving when max_epochs = {config.max_epochs} ended them "
-                  f"(best epoch > max_epochs - patience): {where}. Their numbers are not final; rerun with more --epochs."]
+                  f"(best epoch > max_epochs - patience): {where}. Their numbers are not final; "
+                  "rerun with more --epochs."]
     lines += ["", "Class masses on train (share of each rating 1..N):"]
     for n, b in sorted(buckets.items()):
         shares = np.bincount(b.classes, minlength=n + 1)[1:] / b.classes.size
@@ -456,7 +470,8 @@ def main(argv=None) -> int:
     dataset, preference = load_data(config)
     frame, buckets = run_sweep(config, dataset, preference, log)
     summary = write_outputs(out, config, frame, buckets, dataset)
-    print(summary[["variant", "N", "test_auc", "test_auc_std", "grad_norm_mean", "grad_norm_mean_std"]].to_string(index=False))
+    headline = ["variant", "N", "test_auc", "test_auc_std", "grad_norm_mean", "relative_lipschitz_mean"]
+    print(summary[headline].to_string(index=False))
     print(f"wrote {out / 'bandwidth.csv'}, {out / 'bandwidth.png'}, {out / 'bandwidth.md'}")
     return 0
 

@@ -60,8 +60,8 @@ def test_summary_table_and_spearman_against_numpy():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"variant": ["orig"] * 3 + ["smooth"] * 6, "N": [2] * 3 + [3] * 3 + [5] * 3})
     for column in ("test_auc", "test_logloss", "grad_norm_mean", "grad_norm_median", "grad_norm_max",
-                   "input_norm_mean", "relative_lipschitz_mean", "spectral_logits_mean", "ratio_mean", "softmax_norm_median", "softmax_fraction_above_bound",
-                   "item_weight_norm", "best_epoch"):
+                   "input_norm_mean", "relative_lipschitz_mean", "spectral_logits_mean", "ratio_mean",
+                   "softmax_norm_median", "softmax_fraction_above_bound", "item_weight_norm", "best_epoch"):
         frame[column] = rng.normal(size=len(frame))
     summary = bw.summary_table(frame)
     for (variant, n), part in frame.groupby(["variant", "N"]):
@@ -73,6 +73,28 @@ def test_summary_table_and_spearman_against_numpy():
     assert bw.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # ties get average ranks: x ranks (1.5, 1.5, 3), y ranks (1, 3, 2) -> Pearson of the ranks
     assert bw.spearman([2, 2, 5], [0.1, 0.9, 0.5]) == pytest.approx(np.corrcoef([1.5, 1.5, 3], [1, 3, 2])[0, 1])
+
+
+def test_lipschitz_and_softmax_columns_against_numpy():
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({m: rng.uniform(0.5, 2.0, 9) for m in bw.LIPSCHITZ_MEASURES})
+    table["spectral_probs_fd"] = table["spectral_probs"] * (1 + rng.uniform(-0.01, 0.01, 9))
+    norm = rng.uniform(1.0, 3.0, 9)
+    row = bw.lipschitz_columns(table, norm)
+    assert row["grad_norm_median"] == pytest.approx(np.median(table["grad_norm"]))
+    assert row["ratio_max"] == pytest.approx(table["ratio"].max())
+    assert row["relative_lipschitz_mean"] == pytest.approx(np.mean(table["grad_norm"] * norm))
+    fd_error = np.abs(table["spectral_probs_fd"] / table["spectral_probs"] - 1)
+    assert row["fd_rel_error_max"] == pytest.approx(np.max(fd_error))
+    logits = rng.normal(0, 3.0, (50, 5)).astype(np.float32)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    # ||diag(p) - p p^T||_F built entry by entry
+    frob = np.array([np.linalg.norm(np.diag(q) - np.outer(q, q)) for q in p])
+    cols = bw.softmax_columns(logits)
+    assert cols["softmax_norm_median"] == pytest.approx(np.median(frob), rel=1e-5)
+    assert cols["softmax_fraction_above_bound"] == pytest.approx(np.mean(frob > 1 / np.sqrt(5)))
+    assert all(np.isnan(v) for v in bw.softmax_columns(logits[:, :1]).values())
 
 
 def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
@@ -119,7 +141,8 @@ def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *members)
     params = stacked.pop("params")
     member = np.array([0, 1, 1, 0, 1, 0], np.int32)
-    offset = np.random.default_rng(0).normal(0, 0.1, (6, data.schema.num_fields, model.embedding_dim)).astype(np.float32)
+    shape = (6, data.schema.num_fields, model.embedding_dim)
+    offset = np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
     got = np.asarray(jax.jit(bw.ensemble_apply_fn(model, params, stacked))({**batch, bw.MEMBER_KEY: member}, offset))
     apply = jax.jit(lambda variables: model.apply(variables, batch, deterministic=True, embedding_offset=offset))
     want = [np.asarray(apply(variables)) for variables in members]
