@@ -144,7 +144,8 @@ def test_binary_head_penalty_is_unscaled():
     z, rating, label = random_batch(10)
     z = z[:, :1]
     config = LossConfig(lambda_r=0.3)
-    assert_close(float(multihead_loss(z, rating, label, config, penalty=1.5)), loss(z, rating, label, lambda_r=0.3) + 1.5)
+    with_penalty = float(multihead_loss(z, rating, label, config, penalty=1.5))
+    assert_close(with_penalty, loss(z, rating, label, lambda_r=0.3) + 1.5)
 
 
 def test_unknown_aggregation_is_rejected():

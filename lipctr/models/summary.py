@@ -62,7 +62,8 @@ def parameter_counts(name: str, schema: Schema, num_outputs: int) -> dict[str, i
 
 def main() -> None:
     schema = ml100k_schema()
-    print(f"ML-100K schema, {schema.num_fields} fields: " + ", ".join(f"{f.name}({f.vocab_size})" for f in schema.fields))
+    fields = ", ".join(f"{f.name}({f.vocab_size})" for f in schema.fields)
+    print(f"ML-100K schema, {schema.num_fields} fields: {fields}")
     print(f"{'model':<10} {'K=1 total':>10} {'K=5 total':>10} {'K=5-K=1':>8} {'embedding':>10} {'rest K=1':>10}")
     for name in MODEL_NAMES:
         try:
