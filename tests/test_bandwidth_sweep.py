@@ -97,6 +97,7 @@ def test_lipschitz_and_softmax_columns_against_numpy():
     assert all(np.isnan(v) for v in bw.softmax_columns(logits[:, :1]).values())
 
 
+@pytest.mark.slow  # end-to-end; keeps the default suite under 10 minutes on 2 cores
 def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     sizes = SyntheticSizes(120, 90, 3_000)
     dataset, preference = synthetic_dataset(sizes, 1, return_preference=True)

@@ -200,6 +200,7 @@ def test_spectral_norms_match_svd_and_finite_difference(build, k):
         np.testing.assert_allclose(logits, np.full(5, expected_logits[0]), rtol=1e-6)
 
 
+@pytest.mark.slow  # end-to-end; keeps the default suite under 10 minutes on 2 cores
 def test_widedeep_matches_batched_gradient():
     """On a real backbone, the per-example estimates equal an independent whole-batch jax.grad."""
     from lipctr.data.schema import Field, Schema
