@@ -167,7 +167,7 @@ def figure_gradients(run: dict, out: Path) -> str | None:
         axes[2].set_xticks(x, ["user", "item"])
         axes[2].set_title("embedding weight L2 norm after training")
     axes[0].legend()
-    fig.suptitle(run["name"])
+    fig.suptitle(run["name"], y=1.03)
     name = f"fig2_{run['name']}.png"
     _save_figure(fig, out / name)
     return name
