@@ -235,3 +235,27 @@ def test_fits_a_planted_signal(name, k):
     auc = numpy_auc(scores, label)
     assert after <= 0.5 * before, f"{name} K={k}: loss {before:.3f} -> {after:.3f}"
     assert auc > 0.9, f"{name} K={k}: train AUC {auc:.3f}"
+
+
+def test_field_tables_start_at_the_scale_of_recboles_concatenated_tables():
+    """RecBole keeps all token fields in one table (xavier-normal over the summed vocabulary),
+    each token_seq field in its own: a 3-id field must start as small as a 2000-id one."""
+    from lipctr.models.base import FeatureEmbedding
+
+    schema = Schema(fields=(
+        Field("user_id", "token", "user", 2000),
+        Field("gender", "token", "user", 3),
+        Field("genre", "token_seq", "item", 50, max_len=4),
+        Field("price", "float", "item"),
+        Field("weight", "float", "item"),
+    ))
+    width = 16
+    features = random_features(schema, 4, np.random.default_rng(0))
+    tables = FeatureEmbedding(schema, width).init(jax.random.key(0), features)["params"]["tables"]
+    token_std = np.sqrt(2.0 / (2003 + width))
+    np.testing.assert_allclose(np.std(tables["user_id"]["embedding"]), token_std, rtol=0.05)
+    assert np.std(tables["gender"]["embedding"]) < 2.0 * token_std
+    np.testing.assert_allclose(np.std(tables["genre"]["embedding"]), np.sqrt(2.0 / (50 + width)), rtol=0.12)
+    floats = np.concatenate([tables["price"], tables["weight"]])
+    assert floats.shape == (2 * width,)
+    np.testing.assert_allclose(np.std(floats), np.sqrt(2.0 / (2 + width)), rtol=0.3)

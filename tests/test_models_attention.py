@@ -53,7 +53,7 @@ def np_tables(tables, features, width_key="embedding"):
     for field in SCHEMA.fields:
         values = features[field.name]
         if field.kind == "float":
-            out.append(values[:, None] * tables[field.name][0])
+            out.append(values[:, None] * tables[field.name])
         elif field.kind == "token":
             out.append(tables[field.name][width_key][values])
         else:

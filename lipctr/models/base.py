@@ -45,9 +45,23 @@ def embed_field(table_or_vector: jax.Array, field: Field, values: jax.Array) -> 
     raise ValueError(f"field {field.name!r} has unknown kind {field.kind!r}")
 
 
+def table_rows(schema: Schema, field: Field) -> int:
+    """Rows of the table RecBole stores `field` in: all token fields share one concatenated
+    table, all float fields another (one row each), each token_seq field has its own."""
+    if field.kind == "token_seq":
+        return field.vocab_size
+    if field.kind == "float":
+        return sum(1 for f in schema.fields if f.kind == "float")
+    return sum(f.vocab_size for f in schema.fields if f.kind == "token")
+
+
 class FieldTables(nn.Module):
     """One parameter per field, named after the field: a [vocab, width] table, or a [width] vector
-    scaling the value of a float field. Returns the stacked per-field outputs [B, F, width]."""
+    scaling the value of a float field. Returns the stacked per-field outputs [B, F, width].
+
+    Initialised xavier-normal as RecBole's concatenated tables are: std sqrt(2 / (rows + width))
+    with rows = `table_rows` (so a 3-id field such as gender starts as small as user_id).
+    """
 
     schema: Schema
     width: int
@@ -56,12 +70,11 @@ class FieldTables(nn.Module):
     def __call__(self, features: dict[str, jax.Array]) -> jax.Array:
         outputs = []
         for field in self.schema.fields:
+            init = nn.initializers.normal(stddev=(2.0 / (table_rows(self.schema, field) + self.width)) ** 0.5)
             if field.kind == "float":
-                param = self.param(field.name, xavier_normal, (1, self.width))[0]
+                param = self.param(field.name, init, (self.width,))
             else:
-                param = nn.Embed(
-                    field.vocab_size, self.width, embedding_init=xavier_normal, name=field.name
-                ).embedding
+                param = nn.Embed(field.vocab_size, self.width, embedding_init=init, name=field.name).embedding
             outputs.append(embed_field(param, field, features[field.name]))
         return jnp.stack(outputs, axis=1)
 
