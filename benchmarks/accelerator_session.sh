@@ -8,7 +8,8 @@
 # Results go to $OUT (default ./accelerator_out): env.txt, benchmarks.log and one tarball of the
 # run directories and their logs (checkpoints, resumable state and predictions left out, to fit
 # the 16 MiB a file that comes back), refreshed while the study runs.
-#   usage: bash benchmarks/accelerator_session.sh [STUDY_SECONDS] [BENCH_SECONDS] [extra main.py flags...]
+#   usage: [MODELS="xdeepfm"] [BENCH_MODELS=dcnv2,autoint,xdeepfm] \
+#          bash benchmarks/accelerator_session.sh [STUDY_SECONDS] [BENCH_SECONDS] [extra main.py flags...]
 set -u
 OUT=${OUT:-accelerator_out}
 STUDY_SECONDS=${1:-420}
@@ -24,7 +25,7 @@ $PY -m lipctr.data ml100k > "$RUNS/logs/data.log" 2>&1  # fetch / cache once, be
 (while sleep 30; do snapshot; done) &
 snapshotter=$!
 pids=()
-for model in widedeep nfm xdeepfm autoint fignn dcnv2 eulernet; do
+for model in ${MODELS:-widedeep nfm xdeepfm autoint fignn dcnv2 eulernet}; do
   case $model in dcnv2|widedeep|xdeepfm) analysis=all ;; *) analysis=analyses ;; esac
   timeout "$STUDY_SECONDS" $PY -m experiments.main --config "${model}_ml100k" --analysis "$analysis" \
     --runs-dir "$RUNS" --no-progress --set checkpoint_every=10 "$@" > "$RUNS/logs/$model.log" 2>&1 &
@@ -37,6 +38,6 @@ $PY -m experiments.report "${finished[@]}" --out "$RUNS/study_ml100k" > "$RUNS/l
 echo "report exit $?" >> "$RUNS/logs/report.log"
 kill $snapshotter; snapshot
 {
-  timeout "$BENCH_SECONDS" $PY -m benchmarks.train_speed --preset ml1m --models dcnv2,autoint,xdeepfm --repeats 2
+  timeout "$BENCH_SECONDS" $PY -m benchmarks.train_speed --preset ml1m --models "${BENCH_MODELS:-dcnv2,autoint,xdeepfm}" --repeats 2
   echo "train_speed exit $?"
 } > "$OUT/benchmarks.log" 2>&1

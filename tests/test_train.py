@@ -114,3 +114,5 @@ def test_candidate_scoring_in_chunks_equals_direct_scoring(data, trainer3):
     direct = trainer3.click_score(trainer3.predict_logits(state.params, state.model_state, jax.device_put(flat)))
     assert chunked.shape == (2, candidates.num_rows, 21)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(direct).reshape(2, -1, 21), rtol=1e-5, atol=1e-5)
+    default = trainer3.score_candidates(state.params, state.model_state, candidates)  # eval_batch_size // 21 rows
+    np.testing.assert_allclose(np.asarray(default), np.asarray(chunked), rtol=1e-5, atol=1e-5)
