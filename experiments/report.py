@@ -267,6 +267,44 @@ def _collect(runs: list[dict], name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def analysis_summary(runs: list[dict]) -> pd.DataFrame:
+    """One row per model and variant: the Figure 2/3 and Lipschitz numbers as means over seeds.
+
+    grad_norm_* / spectral_max: the local Lipschitz estimates (mean over seeds of each member's
+    mean / max over test examples); *_grad_norm_epoch: mean over epochs and seeds of the embedding
+    gradient norm; auc_clean / auc_noisiest: AUC at noise std 0 and at the largest std.
+    """
+    rows = []
+    for run in runs:
+        model = run["config"]["model"]
+        directory = run["dir"] / "analysis"
+        parts = {}
+        if (directory / "lipschitz.csv").is_file():
+            parts["lipschitz"] = pd.read_csv(directory / "lipschitz.csv").groupby("variant")[
+                ["grad_norm_mean", "grad_norm_max", "spectral_probs_max"]].mean()
+        if (directory / "weight_norms.csv").is_file():
+            parts["weights"] = pd.read_csv(directory / "weight_norms.csv").groupby("variant")[
+                ["user_weight_norm", "item_weight_norm"]].mean()
+        if (directory / "noise.csv").is_file():
+            noise = pd.read_csv(directory / "noise.csv")
+            clean = noise[noise["std"] == noise["std"].min()].groupby("variant")["auc"].mean().rename("auc_clean")
+            noisiest = noise[noise["std"] == noise["std"].max()].groupby("variant")["auc"].mean().rename("auc_noisiest")
+            parts["noise"] = pd.concat([clean, noisiest], axis=1)
+        for variant in ("orig", "smooth"):
+            if variant not in run["history"]:
+                continue
+            grads = run["history"][variant][["user_grad_norm", "item_grad_norm"]].mean()
+            row = {"model": model, "variant": variant, "user_grad_norm_epoch": grads["user_grad_norm"],
+                   "item_grad_norm_epoch": grads["item_grad_norm"]}
+            for frame in parts.values():
+                if variant in frame.index:
+                    row.update(frame.loc[variant].to_dict())
+            if "auc_clean" in row:
+                row["auc_drop_pct"] = 100 * (row["auc_clean"] - row["auc_noisiest"]) / row["auc_clean"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def headline(table1: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in table1[table1["metric"] == "auc"].iterrows():
@@ -286,11 +324,12 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     table3 = timing_table(runs)
     lambdas = lambda_table(runs)
     lipschitz_table = _collect(runs, "lipschitz")
+    summary = analysis_summary(runs)
     softmax = _collect(runs, "softmax_norms")
     theorem = theorem_tables()
     trained = softmax.groupby("model")["fraction_above_bound"].mean().reset_index() if not softmax.empty else softmax
     csvs = {"table1": table1, "table2": table2, "table3": table3, "lambda_sweep": lambdas,
-            "lipschitz": lipschitz_table, "softmax_norms_trained": softmax, **theorem}
+            "lipschitz": lipschitz_table, "analysis_summary": summary, "softmax_norms_trained": softmax, **theorem}
     for name, frame in csvs.items():
         write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
     figures = [f for run in runs for f in (figure_gradients(run, out), figure_noise(run, out))]
@@ -302,6 +341,10 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
              "## Table 1: AUC and LogLoss (%, mean ± std over seeds)\n", _markdown(_pct_table(table1)),
              "## Table 2: ranking, each test positive vs 100 sampled unseen items (%)\n", _markdown(_pct_table(table2)),
              "## Table 3: seconds (median epoch, whole training, evaluation)\n", _markdown(table3, ".3g"),
+             "## Figures 2 and 3, Lipschitz: orig vs smooth (means over seeds)\n",
+             "Embedding gradient norms per epoch (Fig. 2), embedding weight norms after training, the local "
+             "Lipschitz constant of p_hat w.r.t. the input embeddings (mean and max over test examples), and "
+             "test AUC without and with the largest input-embedding noise (Fig. 3).\n", _markdown(summary, ".4g"),
              "## Figure 4: lambda_r sweep (test AUC)\n", _markdown(lambdas),
              "## Theorem 1, measured\n",
              "Softmax Jacobian Frobenius norm at uniform logits is sqrt(N-1)/N, just under 1/sqrt(N); but the "

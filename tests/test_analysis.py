@@ -97,3 +97,24 @@ def test_report_tables_and_figures(finished_run, tmp_path):
     assert auc["smooth_mean"] == pytest.approx(np.mean([m["auc"] for m in finals["smooth"]["members"]]))
     for png in ("fig2_widedeep_ml100k.png", "fig3_widedeep_ml100k.png", "fig_theorem1.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analysis_summary_equals_direct_means(finished_run, tmp_path):
+    import pandas as pd
+    from experiments.report import analysis_summary, load_run
+
+    ds, run_dir, _ = finished_run
+    analysis.run_analyses(run_dir, ds, ("orig", "smooth"), noise_draws=1, lipschitz_examples=8)
+    summary = analysis_summary([load_run(run_dir)]).set_index("variant")
+    noise = pd.read_csv(run_dir / "analysis" / "noise.csv")
+    lipschitz = pd.read_csv(run_dir / "analysis" / "lipschitz.csv")
+    for variant in ("orig", "smooth"):
+        history = pd.read_csv(run_dir / variant / "metrics.csv")
+        row = summary.loc[variant]
+        assert row["user_grad_norm_epoch"] == pytest.approx(np.mean(history["user_grad_norm"]))
+        mine = lipschitz[lipschitz["variant"] == variant]
+        assert row["grad_norm_max"] == pytest.approx(np.mean(mine["grad_norm_max"]))
+        at = noise[noise["variant"] == variant]
+        clean = np.mean(at[at["std"] == 0.0]["auc"])
+        noisiest = np.mean(at[at["std"] == at["std"].max()]["auc"])
+        assert row["auc_drop_pct"] == pytest.approx(100 * (clean - noisiest) / clean)
