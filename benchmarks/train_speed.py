@@ -6,9 +6,9 @@ and the ratios the issue sets targets for:
   5-seed epoch / 1-seed epoch   (<= 5.0: the ensemble must never lose to five sequential runs)
   smooth / orig epoch time      (<= 1.10)
   smooth / orig eval time       (<= 1.05)
-Timings are medians over --repeats epochs after one warm-up epoch. --train-rows keeps only the
-first rows of the training split (same schema and vocabularies): on a small CPU, xDeepFM's
-ML-1M-sized epoch takes many minutes per member, and the ratios are per-step ratios.
+Timings are medians over --repeats epochs after one warm-up epoch. --train-rows / --valid-rows keep
+only the first rows of the training / validation split (same schema and vocabularies): on a small
+CPU, xDeepFM's ML-1M-sized epoch takes many minutes per member, and the ratios are per-step ratios.
 
     python -m benchmarks.train_speed [--preset ml1m] [--models dcnv2,autoint,xdeepfm] [--repeats 2]
 """
@@ -23,6 +23,7 @@ import time
 
 import jax
 
+from lipctr.data.schema import Split
 from lipctr.data.synthetic import synthetic_dataset
 from lipctr.losses import LossConfig
 from lipctr.models import build_model
@@ -57,20 +58,23 @@ def measure(model_name: str, dataset, num_outputs: int, members: int, repeats: i
             "examples_per_s": members * len(dataset.train) / epoch}
 
 
+def first_rows(split: Split, rows: int) -> Split:
+    keep = slice(0, rows)
+    return Split({k: v[keep] for k, v in split.features.items()}, split.rating[keep], split.label[keep])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="ml1m", help="synthetic preset (ml1m, small, tiny, ...)")
     parser.add_argument("--models", default="dcnv2,autoint,xdeepfm")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--train-rows", type=int, help="keep only the first rows of the training split")
+    parser.add_argument("--valid-rows", type=int, help="keep only the first rows of the validation split")
     args = parser.parse_args(argv)
     dataset = synthetic_dataset(args.preset, seed=0)
-    if args.train_rows:
-        rows = slice(0, args.train_rows)
-        train = dataset.train
-        dataset = dataclasses.replace(dataset, train=dataclasses.replace(
-            train, features={k: v[rows] for k, v in train.features.items()}, rating=train.rating[rows],
-            label=train.label[rows]))
+    for split, rows in (("train", args.train_rows), ("valid", args.valid_rows)):
+        if rows:
+            dataset = dataclasses.replace(dataset, **{split: first_rows(getattr(dataset, split), rows)})
     print(f"synthetic {args.preset}: train {len(dataset.train):,}, valid {len(dataset.valid):,}; "
           f"batch 4096; devices {jax.devices()}")
     header = f"{'model':9} {'head':6} {'seeds':>5} {'compile s':>9} {'epoch s':>8} {'eval s':>7} {'examples/s':>11}"
