@@ -149,3 +149,19 @@ def test_cli_errors_exit_2_with_the_key(tmp_path, capsys):
     assert "unknown config 'dcnv2_ml9m'" in capsys.readouterr().err
     assert main(["--config", "dcnv2_ml100k", "--analysis", "plots"]) == 2
     assert "--analysis: unknown ['plots']" in capsys.readouterr().err
+
+
+def test_the_cli_asks_for_deterministic_gpu_ops_unless_the_user_chose(monkeypatch):
+    import os
+
+    from experiments.main import deterministic_gpu_ops
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    deterministic_gpu_ops()
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=false")
+    deterministic_gpu_ops()
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=false"
+    monkeypatch.delenv("XLA_FLAGS")
+    deterministic_gpu_ops()
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=true"
