@@ -56,6 +56,14 @@ class Schema:
     def num_fields(self) -> int:
         return len(self.fields)
 
+    def recbole_tables(self) -> list[tuple[Field, ...]]:
+        """Fields grouped as RecBole stores them: one table for all token fields, one for all float
+        fields (a row each), one per token_seq field (empty groups left out)."""
+        token = tuple(f for f in self.fields if f.kind == "token")
+        floats = tuple(f for f in self.fields if f.kind == "float")
+        groups = [token, floats, *((f,) for f in self.fields if f.kind == "token_seq")]
+        return [group for group in groups if group]
+
 
 @dataclasses.dataclass
 class Split:

@@ -46,13 +46,9 @@ def embed_field(table_or_vector: jax.Array, field: Field, values: jax.Array) -> 
 
 
 def table_rows(schema: Schema, field: Field) -> int:
-    """Rows of the table RecBole stores `field` in: all token fields share one concatenated
-    table, all float fields another (one row each), each token_seq field has its own."""
-    if field.kind == "token_seq":
-        return field.vocab_size
-    if field.kind == "float":
-        return sum(1 for f in schema.fields if f.kind == "float")
-    return sum(f.vocab_size for f in schema.fields if f.kind == "token")
+    """Rows of the RecBole table `field` is stored in (see `Schema.recbole_tables`)."""
+    group = next(g for g in schema.recbole_tables() if field in g)
+    return sum(1 if f.kind == "float" else f.vocab_size for f in group)
 
 
 class FieldTables(nn.Module):

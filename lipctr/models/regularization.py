@@ -29,11 +29,11 @@ def sum_of_norms(arrays: Iterable[jax.Array]) -> jax.Array:
 def first_order_norm(tables: dict, schema: Schema) -> jax.Array:
     """Norm of a first-order linear part's weights grouped as RecBole stores them.
 
-    `tables` is the params of a `FieldTables` (one entry per field). RecBole keeps all token
-    fields in one concatenated table and all float fields in another (one norm each) and one
-    table per token_seq field (one norm each).
+    `tables` is the params of a `FieldTables` (one entry per field); one norm per RecBole table
+    (`Schema.recbole_tables`: all token fields, all float fields, each token_seq field).
     """
-    token = [tables[f.name]["embedding"] for f in schema.fields if f.kind == "token"]
-    floats = [tables[f.name] for f in schema.fields if f.kind == "float"]
-    sequences = [tables[f.name]["embedding"] for f in schema.fields if f.kind == "token_seq"]
-    return group_norm(token) + group_norm(floats) + sum_of_norms(sequences)
+
+    def weight(field):
+        return tables[field.name] if field.kind == "float" else tables[field.name]["embedding"]
+
+    return sum((group_norm([weight(f) for f in group]) for group in schema.recbole_tables()), jnp.zeros(()))
