@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
 import sys
 import time
 import tomllib
@@ -181,17 +180,8 @@ def start_devices(args: argparse.Namespace, spec: str):
     return sharding.make_mesh(spec)
 
 
-def deterministic_gpu_ops() -> None:
-    """Same config and seed, same metrics on a GPU too: XLA's GPU scatter-add (embedding
-    gradients) is otherwise non-deterministic. Must run before JAX starts its backend; an
-    explicit xla_gpu_deterministic_ops in XLA_FLAGS (e.g. =false, for speed) is left alone."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_gpu_deterministic_ops" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
-
-
 def main(argv=None) -> int:
-    deterministic_gpu_ops()
+    sharding.deterministic_gpu_ops()
     args = parse_args(argv)
     try:
         analyses = parse_analyses(args.analysis)
