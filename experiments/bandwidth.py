@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lipctr import lipschitz, metrics, sharding  # noqa: E402
+from lipctr import lipschitz, metrics, sharding, softmax_jacobian  # noqa: E402
 from lipctr.bandwidth import Buckets, bucketize  # noqa: E402
 from lipctr.data.schema import Dataset, Split  # noqa: E402
 from lipctr.data.synthetic import synthetic_dataset  # noqa: E402
@@ -232,7 +232,7 @@ def softmax_columns(logits) -> dict:
     """Softmax Jacobian norms at one member's test logits [n, K] vs 1/sqrt(K); NaN for K = 1."""
     if logits.shape[-1] == 1:
         return {c: float("nan") for c in SOFTMAX_COLUMNS}
-    norms = lipschitz.jacobian_norm_distribution(logits).summary()
+    norms = softmax_jacobian.jacobian_norm_distribution(logits).summary()
     return {"softmax_norm_mean": norms["mean"], "softmax_norm_median": norms["median"],
             "softmax_norm_max": norms["max"], "softmax_fraction_above_bound": norms["fraction_above_bound"]}
 

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lipctr import lipschitz  # noqa: E402
+from lipctr import softmax_jacobian  # noqa: E402
 from lipctr.io import write_bytes_atomic, write_text_atomic  # noqa: E402
 
 
@@ -230,8 +230,8 @@ def figure_lambda(table: pd.DataFrame, out: Path) -> str | None:
 def theorem_tables() -> dict[str, pd.DataFrame]:
     """Softmax Jacobian norms: vs N at uniform logits, and over random logits of growing scale."""
     return {
-        "norm_vs_bandwidth": lipschitz.norm_vs_bandwidth(range(2, 65)),
-        "random_logits": lipschitz.norm_distribution_by_scale(jax.random.PRNGKey(0), 5),
+        "norm_vs_bandwidth": softmax_jacobian.norm_vs_bandwidth(range(2, 65)),
+        "random_logits": softmax_jacobian.norm_distribution_by_scale(jax.random.PRNGKey(0), 5),
     }
 
 
