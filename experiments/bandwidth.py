@@ -25,6 +25,7 @@ import tomllib
 from pathlib import Path
 
 from lipctr import sharding
+from lipctr.losses import AGGREGATIONS
 
 from experiments.bandwidth_data import SweepConfig, load_data
 from experiments.bandwidth_measure import run_sweep
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--lambda-r", type=float, default=0.7)
     p.add_argument("--quantile", type=float, default=0.6, help="binary threshold quantile of the preference")
-    p.add_argument("--aggregation", choices=["prob", "logit_sum"], default="prob")
+    p.add_argument("--aggregation", choices=AGGREGATIONS, default="prob")
     p.add_argument("--batch-size", type=int, help="default: the model config's")
     p.add_argument("--lr", type=float, help="learning rate; default: the model config's")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
