@@ -1,7 +1,8 @@
 """Reader of RecBole atomic files: <stem>.inter, <stem>.user, <stem>.item.
 
-Tab-separated, utf-8 (a leading byte-order mark is ignored), first line a header of `name:type` cells with type one of token,
-token_seq, float, float_seq; sequence cells are space-separated (DataConfig.seq_separator).
+Tab-separated, utf-8 (a leading byte-order mark is ignored), first line a header of `name:type`
+cells with type one of token, token_seq, float, float_seq; sequence cells are space-separated
+(DataConfig.seq_separator).
 """
 
 from __future__ import annotations
