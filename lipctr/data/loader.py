@@ -132,7 +132,8 @@ def not_found_message(config: DataConfig) -> str:
     """Which files to put in which folder for `config`."""
     config = resolve_format(config)
     folder = dataset_dir(config)
-    where = f"Put them in {folder}/ (or set DataConfig.path, or ${DATA_ENV} for the datasets root)."
+    where = f"Put them in {folder}/" + (
+        "." if config.path is not None else f" (or set DataConfig.path, or ${DATA_ENV} for the datasets root).")
     atomic_names = ", ".join(f"{config.stem}.{t}" for t in (config.load_col or {"inter": 0}))
     if config.format == "grouplens" or config.name == "ml-1m":
         return (
