@@ -159,3 +159,17 @@ def test_a_toml_data_table_and_atomic_own_data(tmp_path, capsys):
         load_config(str(path))
     with pytest.raises(DataError, match="--inter NAME.inter"):
         data_source.apply_flags(config, parse_args(["--format", "atomic", "--inter", "a.inter", "--item", "a.item"]))
+
+
+def test_grouplens_files_in_a_folder_of_ones_own(tmp_path):
+    from lipctr.data import read_raw
+    from tests.test_data_support import write_grouplens
+
+    folder = write_grouplens(tmp_path / "ratings-2003")
+    before = snapshot(folder)
+    config = resolve_config(parse_args(["--config", "dcnv2_ml1m", "--data", str(folder), "--format", "grouplens"]))
+    data = data_source.dataset_config(config)
+    assert (data.name, data.format, data.k_core, data.load_col) == ("ratings-2003", "grouplens", 0, None)
+    raw = read_raw(data)
+    assert len(raw.inter) == 4 and {"gender", "genre"} <= set(raw.user.frame.columns) | set(raw.item.frame.columns)
+    assert snapshot(folder) == before
