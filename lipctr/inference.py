@@ -6,7 +6,8 @@ recommends top-k items and exports itself, without reading the training data.
     top10 = run.recommend(["196", "186"], k=10)        # training items excluded
     run.export("dcnv2_smooth.export")                  # lipctr.load_exported(...).predict(frame)
 
-A run trained on any mesh loads onto the default device (its checkpoints hold the real members).
+A run trained on any mesh loads onto the default device (its checkpoints hold the real members),
+or onto a mesh with `load_run(..., mesh=lipctr.sharding.make_mesh("seeds=2"))`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lipctr import sharding
 from lipctr.checkpoint import load_tree
 from lipctr.models import build_model
 from lipctr.run_files import SCHEMA_FILE, RunFileError, read_run_files
@@ -49,21 +51,38 @@ def variant_directory(path: str | Path, variant: str) -> Path:
 
 class Run(Scorer):
     """A trained variant in process: `model` (flax), every member's best `params` and
-    `model_state` stacked on a leading member axis [M, ...]; scoring methods from `Scorer`."""
+    `model_state` stacked on a leading member axis [M, ...]; scoring methods from `Scorer`.
+    With a `mesh` (lipctr.sharding) members and chunks are split over it as in training."""
 
-    def __init__(self, files, model, params, model_state):
-        self.model, self.params, self.model_state = model, params, model_state
+    def __init__(self, files, model, params, model_state, mesh=None):
+        self.model, self.mesh, self.num_members = model, mesh, len(files.meta["members"])
+        if mesh is not None:  # pad members as training does, so each device runs the same program
+            def pad(x):
+                extra = sharding.padded_size(self.num_members, mesh) - self.num_members
+                return jax.device_put(jnp.concatenate([x] + [x[-1:]] * extra), sharding.member_sharding(mesh))
+
+            params, model_state = jax.tree.map(pad, (params, model_state))
+        self.params, self.model_state = params, model_state
         self._programs: dict[int, object] = {}
         super().__init__(files, self._logits)
+        self.min_chunk = 1 if mesh is None else int(mesh.shape["data"])
 
     def _logits(self, batch: dict) -> jax.Array:
         """Logits [M, C, K] of a batch of C rows: the training evaluation's program (members
         vmapped, one chunk of C rows), compiled once per C."""
         size = len(next(iter(batch.values())))
         if size not in self._programs:
-            predict = make_predict_fn(self.model, size, size)
-            self._programs[size] = jax.jit(jax.vmap(predict, in_axes=(0, 0, None)))
-        return self._programs[size](self.params, self.model_state, batch)
+            predict = make_predict_fn(self.model, size, size, self.mesh)
+            if self.mesh is None:
+                program = jax.jit(jax.vmap(predict, in_axes=(0, 0, None)))
+            else:
+                program = jax.jit(jax.vmap(predict, in_axes=(0, 0, None), spmd_axis_name="seeds"),
+                                  out_shardings=sharding.replicated(self.mesh))
+            self._programs[size] = program
+        if self.mesh is None:
+            return self._programs[size](self.params, self.model_state, batch)
+        batch = sharding.put_replicated(batch, self.mesh)
+        return self._programs[size](self.params, self.model_state, batch)[: self.num_members]
 
     def export(self, path: str | Path, platforms: tuple[str, ...] | None = None) -> Path:
         """Write the portable form of this run to the folder `path` (see lipctr.export)."""
@@ -72,9 +91,11 @@ class Run(Scorer):
         return export_run(self, path, platforms)
 
 
-def load_run(path: str | Path, variant: str = "smooth") -> Run:
+def load_run(path: str | Path, variant: str = "smooth", mesh=None) -> Run:
     """The variant `variant` of the run directory `path` (or the variant directory itself), with
-    every member's best params; RunFileError naming what is missing."""
+    every member's best params; RunFileError naming what is missing. `mesh`: score sharded over
+    it (a run's predictions.npz is reproduced bit for bit on the mesh it was trained on; on
+    another layout up to float rounding)."""
     directory = variant_directory(path, variant)
     files = read_run_files(directory)
     meta = files.meta["model"]
@@ -94,4 +115,4 @@ def load_run(path: str | Path, variant: str = "smooth") -> Run:
             raise RunFileError(f"{where}: checkpoint cannot be restored ({type(error).__name__}: {error})") from None
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *restored)
     params = stacked.pop("params")
-    return Run(files, model, params, stacked)
+    return Run(files, model, params, stacked, mesh)

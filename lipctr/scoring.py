@@ -4,9 +4,10 @@
 features dict of C rows; `lipctr.inference.Run` (the flax model in process) and
 `lipctr.export.ExportedRun` (a `jax.export` program) are Scorers. Rows are scored in chunks of a
 fixed size C (the run's eval batch size, or the next power of two above a smaller input, the last
-chunk padded), so memory stays bounded and each chunk size compiles once. Click probabilities
-are taken from the logits op by op, exactly as the training run's evaluation does, so a run's
-`predictions.npz` is reproduced bit for bit.
+chunk padded), so device memory stays bounded and each chunk size compiles once. Click
+probabilities are then taken op by op from the logits of the whole request (of each user's
+catalogue in `recommend`), exactly as the training run's evaluation does, so a run's
+`predictions.npz` is reproduced bit for bit and `recommend` agrees with `predict`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from lipctr.losses import click_probability
 from lipctr.run_files import RunFiles
 
 
-def chunk_size(num_rows: int, limit: int) -> int:
-    """Rows per device call: the next power of two >= num_rows, at most `limit`."""
-    return max(1, min(limit, 1 << max(0, int(num_rows) - 1).bit_length()))
+def chunk_size(num_rows: int, limit: int, minimum: int = 1) -> int:
+    """Rows per device call: the next power of two >= num_rows, at most `limit`, at least `minimum`."""
+    return max(minimum, min(limit, 1 << max(0, int(num_rows) - 1).bit_length()))
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,29 +49,33 @@ class Scorer:
         self.num_outputs = int(meta["model"]["num_outputs"])
         self.threshold, self.aggregation = int(meta["loss"]["threshold"]), meta["loss"]["aggregation"]
         self.chunk_limit = int(meta["eval_batch_size"])
+        self.min_chunk = 1  # a mesh's "data" axis size: every chunk splits over it
 
-    def scores(self, features: dict[str, np.ndarray], progress=None) -> dict[str, np.ndarray]:
-        """Model features of n rows -> {"member_probability" [M, n], "probability" [n] (ensemble mean),
-        "logits" [M, n, K], and for a rating head "ratings" [n, K] (mean softmax over members)}."""
+    def logits(self, features: dict[str, np.ndarray], progress=None) -> np.ndarray:
+        """Model features of n rows -> logits float32 [M, n, K], scored chunk by chunk."""
         n = len(next(iter(features.values())))
-        size = chunk_size(n, self.chunk_limit)
-        parts: dict[str, list] = {"member_probability": [], "probability": [], "logits": [], "ratings": []}
+        size = chunk_size(n, self.chunk_limit, self.min_chunk)
+        parts = []
         for start in range(0, n, size):
             rows = np.minimum(np.arange(start, start + size), n - 1)  # the last chunk repeats its last row
-            logits = self.logits_fn({k: v[rows] for k, v in features.items()})
-            probability = click_probability(logits, self.threshold, self.aggregation)
-            valid = min(size, n - start)
-            parts["logits"].append(np.asarray(logits)[:, :valid])
-            parts["member_probability"].append(np.asarray(probability)[:, :valid])
-            parts["probability"].append(np.asarray(jnp.mean(probability, axis=0))[:valid])
-            if self.num_outputs > 1:
-                parts["ratings"].append(np.asarray(jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0))[:valid])
+            parts.append(np.asarray(self.logits_fn({k: v[rows] for k, v in features.items()}))[:, : n - start])
             if progress is not None:
-                progress.update(valid)
-        if n == 0:
-            return {}
-        axis = {"member_probability": 1, "logits": 1, "probability": 0, "ratings": 0}
-        return {k: np.concatenate(v, axis=axis[k]) for k, v in parts.items() if v}
+                progress.update(min(size, n - start))
+        if not parts:
+            return np.zeros((len(self.members), 0, self.num_outputs), np.float32)
+        return np.concatenate(parts, axis=1)
+
+    def probabilities(self, logits: np.ndarray, ratings: bool = True) -> dict[str, np.ndarray]:
+        """logits [M, n, K] -> {"member_probability" [M, n], "probability" [n] (ensemble mean), and
+        for a rating head "ratings" [n, K] (mean softmax over members)}. Computed op by op on the
+        whole array, as the training run's evaluation does (XLA's elementwise results can depend
+        on an array's shape in the last bit)."""
+        logits = jnp.asarray(logits)
+        probability = click_probability(logits, self.threshold, self.aggregation)
+        out = {"member_probability": np.asarray(probability), "probability": np.asarray(jnp.mean(probability, axis=0))}
+        if ratings and self.num_outputs > 1:
+            out["ratings"] = np.asarray(jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0))
+        return out
 
     def predict(self, frame: pd.DataFrame, unknown: str = "map", progress: bool = False,
                 source: str = "predict") -> pd.DataFrame:
@@ -87,7 +92,7 @@ class Scorer:
         large = len(frame) > self.chunk_limit  # a bar only when scoring takes several device calls
         with tqdm(total=len(frame), unit="pair", disable=not (progress and large), file=sys.stderr,
                   desc="scoring") as bar:
-            scores = self.scores(features, bar)
+            scores = self.probabilities(self.logits(features, bar))
         columns = {"probability": scores["probability"]}
         columns.update({f"probability_{m}": scores["member_probability"][i] for i, m in enumerate(self.members)})
         if "ratings" in scores:
@@ -121,7 +126,10 @@ class Scorer:
             for start in range(0, len(users), group):
                 block = user_ids[start: start + group]
                 features = self.vocabulary.gather(np.repeat(block, num_items), np.tile(catalogue, len(block)))
-                probability = self.scores(features)["probability"].reshape(len(block), num_items)
+                logits = self.logits(features)
+                probability = np.stack([self.probabilities(logits[:, row * num_items: (row + 1) * num_items],
+                                                           ratings=False)["probability"]
+                                        for row in range(len(block))])  # per user, as predict on its catalogue
                 if exclude_seen:
                     for row, user in enumerate(block):
                         probability[row, self.files.seen(int(user)) - 1] = -np.inf
