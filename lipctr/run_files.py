@@ -18,11 +18,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
+import lipctr
 from lipctr.data.cache import file_digest
 from lipctr.data.schema import Dataset, Schema
 from lipctr.io import save_npz_atomic, write_json_atomic
+from lipctr.models import default_hparams
 
 SCHEMA_FILE = "run_schema.json"
 TABLES_FILE = "run_tables.npz"
@@ -72,11 +75,6 @@ def write_run_files(directory: Path, dataset: Dataset, trainer, model_name: str,
     """Write run_tables.npz then run_schema.json into `directory` for a variant trained by
     `trainer` (a lipctr.train.Trainer of model `model_name`); members = [{"member", "seed",
     "lambda_r"}] in the order of the ensemble axis."""
-    import jax
-
-    import lipctr
-    from lipctr.models import default_hparams
-
     offsets, items = seen_csr(dataset)
     groups = {"vocab": vocabularies_of(dataset), "user": dataset.user_features, "item": dataset.item_features,
               "seen": {"offsets": offsets, "items": items}}

@@ -96,6 +96,15 @@ def test_vocabularies_hold_the_raw_ids_and_survive_the_cache(data, tmp_path):
         np.testing.assert_array_equal(cached.vocabularies[name], values)
 
 
+def test_lookup_matches_raw_ids_across_spellings():
+    from lipctr.encoding import lookup
+
+    ids, missing = lookup(["12", 12.0, 7, "x", None, 3.5], np.array([7, 12], np.int64))
+    assert ids.tolist() == [2, 2, 1, 0, 0, 0] and missing.tolist() == [False] * 4 + [True, False]
+    ids, missing = lookup([196, "196", 196.0, "", "0196"], np.array(["5", "196"]))
+    assert ids.tolist() == [2, 2, 2, 0, 0] and missing.tolist() == [False, False, False, True, False]
+
+
 @pytest.mark.parametrize("seeds", [5, pytest.param(1, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("variant", ["orig", "smooth"])
 def test_predict_on_raw_test_ids_reproduces_predictions_npz_bits(request, data, variant, seeds):
