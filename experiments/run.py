@@ -5,6 +5,7 @@ Outputs under `<run_dir>/<variant>/`, each written atomically:
   final.json         per-member test metrics, their mean/std, timings, early-stopping record
   predictions.npz    test labels, ratings, click probabilities [M, n] and logits [M, n, K]
   checkpoints/<member>/  orbax checkpoint of each member's best params (and batch statistics)
+  run_schema.json, run_tables.npz  model, schema, vocabularies, feature tables (lipctr.run_files)
   state/             the latest resumable state (params, optimiser, keys, early stopping)
 
 With a `mesh` (lipctr.sharding) the ensemble is sharded over devices and processes; padding members
@@ -31,6 +32,7 @@ from lipctr.data.schema import Dataset
 from lipctr.io import save_npz_atomic, write_json_atomic, write_text_atomic
 from lipctr.losses import LossConfig
 from lipctr.models import build_model
+from lipctr.run_files import write_run_files
 from lipctr.train import Trainer, TrainConfig, fit, to_device
 
 from experiments.configs import model_hparams
@@ -180,6 +182,9 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     best_all = trainer.real_members({"params": es.best_params, **es.best_model_state}, num)
     for i, m in enumerate(members):
         save_tree(out / "checkpoints" / m.label(sweep), jax.tree.map(lambda x: x[i], best_all))
+    if sharding.is_primary():  # what makes the variant scorable on its own (lipctr.load_run)
+        write_run_files(out, dataset, trainer, config["model"], [{"member": m.label(sweep), **dataclasses.asdict(m)}
+                                                                 for m in members])
     es = jax.tree.map(sharding.to_host, trainer.real_members(es._replace(best_params=None, best_model_state=None), num))
 
     frame = pd.DataFrame(history)

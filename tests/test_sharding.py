@@ -297,6 +297,6 @@ def test_two_process_run_on_localhost_writes_one_set_of_outputs(workers):
     run = runs[0].parent
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "smooth"]
     assert sorted(p.name for p in (run / "smooth").iterdir()) == [
-        "checkpoints", "final.json", "metrics.csv", "predictions.npz", "state"]
+        "checkpoints", "final.json", "metrics.csv", "predictions.npz", "run_schema.json", "run_tables.npz", "state"]
     assert not [p for p in run.rglob("*") if p.name.startswith(".") and p.suffix == ".tmp"]
     _assert_same_members(workers["layouts"] / "unsharded", run)

@@ -18,9 +18,9 @@ import numpy as np
 
 from lipctr.data.atomic_write import write_atomically
 from lipctr.data.config import DataConfig
-from lipctr.data.schema import Dataset, Field, Schema, Split
+from lipctr.data.schema import Dataset, Schema, Split
 
-CACHE_VERSION = 2  # 2: readers reject nameless columns and accept BOMs; stats["warnings"]
+CACHE_VERSION = 3  # 2: readers reject nameless columns and accept BOMs; stats["warnings"]. 3: raw-id vocabularies
 SPLITS = ("train", "valid", "test")
 
 
@@ -58,6 +58,8 @@ def save_cache(path: Path, dataset: Dataset, rows: dict[str, np.ndarray]) -> Non
         put("user", name, array)
     for name, array in dataset.item_features.items():
         put("item", name, array)
+    for name, array in dataset.vocabularies.items():
+        put("vocab", name, array)
     for split_name, split in dataset.splits.items():
         for name, array in split.features.items():
             put(f"{split_name}.features", name, array)
@@ -67,13 +69,7 @@ def save_cache(path: Path, dataset: Dataset, rows: dict[str, np.ndarray]) -> Non
     meta = {
         "version": CACHE_VERSION,
         "name": dataset.name,
-        "schema": {
-            "fields": [dataclasses.asdict(f) for f in dataset.schema.fields],
-            "num_ratings": dataset.schema.num_ratings,
-            "threshold": dataset.schema.threshold,
-            "user_field": dataset.schema.user_field,
-            "item_field": dataset.schema.item_field,
-        },
+        "schema": dataset.schema.to_dict(),
         "stats": dataset.stats,
         "layout": layout,
     }
@@ -98,17 +94,10 @@ def load_cache(path: Path) -> tuple[Dataset, dict[str, np.ndarray]] | None:
                 targets = group(name)
                 splits[name] = Split(group(f"{name}.features"), targets["rating"], targets["label"])
                 rows[name] = targets["rows"]
-            user_features, item_features = group("user"), group("item")
+            user_features, item_features, vocabularies = group("user"), group("item"), group("vocab")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
         return None
-    schema_meta = meta["schema"]
-    schema = Schema(
-        tuple(Field(**f) for f in schema_meta["fields"]),
-        num_ratings=schema_meta["num_ratings"],
-        threshold=schema_meta["threshold"],
-        user_field=schema_meta["user_field"],
-        item_field=schema_meta["item_field"],
-    )
+    schema = Schema.from_dict(meta["schema"])
     dataset = Dataset(meta["name"], schema, splits["train"], splits["valid"], splits["test"],
-                      user_features, item_features, meta["stats"])
+                      user_features, item_features, meta["stats"], vocabularies)
     return dataset, rows

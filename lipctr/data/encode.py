@@ -14,8 +14,23 @@ import pandas as pd
 
 def encode_tokens(values) -> tuple[np.ndarray, int]:
     """Token column [n] -> (int32 ids [n], vocab size); "" and missing values get id 0."""
+    ids, tokens = token_vocabulary(values)
+    return ids, len(tokens) + 1
+
+
+def token_vocabulary(values) -> tuple[np.ndarray, np.ndarray]:
+    """Token column [n] -> (int32 ids [n], the raw token of each id 1..V-1 [V-1])."""
     codes, uniques = pd.factorize(pd.Series(values).replace("", None), use_na_sentinel=True)
-    return (codes + 1).astype(np.int32), len(uniques) + 1
+    return (codes + 1).astype(np.int32), vocabulary_array(uniques)
+
+
+def vocabulary_array(tokens) -> np.ndarray:
+    """Raw tokens as a numpy array that .npz stores without pickle: integers stay int64,
+    anything else becomes str."""
+    array = np.asarray(tokens)
+    if array.dtype.kind in "iub":
+        return array.astype(np.int64)
+    return np.asarray([str(t) for t in array], dtype=str) if len(array) else np.zeros(0, str)
 
 
 def encode_token_seq(values, max_len: int | None) -> tuple[np.ndarray, int]:
@@ -23,6 +38,12 @@ def encode_token_seq(values, max_len: int | None) -> tuple[np.ndarray, int]:
 
     L = the longest list, capped at max_len (longer lists keep their first L tokens); L >= 1.
     """
+    ids, tokens = token_seq_vocabulary(values, max_len)
+    return ids, len(tokens) + 1
+
+
+def token_seq_vocabulary(values, max_len: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """As `encode_token_seq`, -> (ids [n, L], the raw token of each id 1..V-1 [V-1])."""
     lists = list(values)
     lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(lists))
     flat = list(itertools.chain.from_iterable(lists))
@@ -35,7 +56,7 @@ def encode_token_seq(values, max_len: int | None) -> tuple[np.ndarray, int]:
     keep = positions < width
     ids = np.zeros((len(lists), width), np.int32)
     ids[rows[keep], positions[keep]] = codes[keep] + 1
-    return ids, len(uniques) + 1
+    return ids, vocabulary_array(uniques)
 
 
 def sequence_lengths(ids: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lipctr.data.config import DataConfig
-from lipctr.data.encode import encode_floats, encode_token_seq, encode_tokens
+from lipctr.data.encode import encode_floats, token_seq_vocabulary, token_vocabulary, vocabulary_array
 from lipctr.data.errors import DataError
 from lipctr.data.kcore import kcore_rows
 from lipctr.data.raw import RawData, RawTable, first_bad
@@ -33,19 +33,20 @@ def preprocess(raw: RawData, config: DataConfig) -> tuple[Dataset, dict[str, np.
         raise DataError(f"{inter.source}: no interactions")
     stats = {"raw_interactions": len(inter)}
     ratings = validate_ratings(inter, config.num_ratings)
-    rows, user_codes, item_codes, tables = filter_interactions(raw, config, stats)
+    rows, user_codes, item_codes, tables, keys = filter_interactions(raw, config, stats)
     users, user_index = _remap(user_codes[rows])
     items, item_index = _remap(item_codes[rows])
     _check_splits(len(rows), config, inter.source)
-    fields, features = [], {"user": {}, "item": {}, "inter": {}}
+    fields, features, vocabularies = [], {"user": {}, "item": {}, "inter": {}}, {}
     for side, index in (("user", user_index), ("item", item_index)):
         features[side][KEYS[side]] = np.arange(len(index) + 1, dtype=np.int32)
         fields.append(Field(KEYS[side], "token", side, vocab_size=len(index) + 1))
+        vocabularies[KEYS[side]] = vocabulary_array(keys[side][index])
     for side, index in (("user", user_index), ("item", item_index)):
         if side in tables:
             table, positions = tables[side]
-            fields += _encode_table(table, positions[index], side, config, features[side], stats)
-    fields += _encode_table(inter, rows, "inter", config, features["inter"], stats)
+            fields += _encode_table(table, positions[index], side, config, features[side], stats, vocabularies)
+    fields += _encode_table(inter, rows, "inter", config, features["inter"], stats, vocabularies)
     rating = ratings[rows].astype(np.int32)
     parts = random_split(len(rows), config.split_ratios, config.split_seed)
     splits, split_rows = {}, {}
@@ -58,14 +59,14 @@ def preprocess(raw: RawData, config: DataConfig) -> tuple[Dataset, dict[str, np.
     schema = Schema(tuple(fields), num_ratings=config.num_ratings, threshold=config.threshold)
     stats.update(_summary_stats(rating, users, items, splits, config))
     dataset = Dataset(config.name, schema, splits["train"], splits["valid"], splits["test"],
-                      features["user"], features["item"], stats)
+                      features["user"], features["item"], stats, vocabularies)
     return dataset, split_rows
 
 
 def filter_interactions(raw: RawData, config: DataConfig, stats: dict):
     """De-duplicate, drop interactions without user / item features, k-core; records the counts
     in `stats`. -> (kept rows ascending, user codes [n], item codes [n], {side: (table, row of
-    each user / item code in it)})."""
+    each user / item code in it)}, {side: the raw id of each user / item code})."""
     inter = raw.inter
     user_codes, user_keys = _id_codes(inter, "user_id")
     item_codes, item_keys = _id_codes(inter, "item_id")
@@ -89,7 +90,7 @@ def filter_interactions(raw: RawData, config: DataConfig, stats: dict):
             f"{inter.source}: no interactions left after filtering ({stats}); "
             f"lower k_core (now {config.k_core}) or check the user / item tables"
         )
-    return rows, user_codes, item_codes, tables
+    return rows, user_codes, item_codes, tables, {"user": user_keys, "item": item_keys}
 
 
 def validate_ratings(table: RawTable, num_ratings: int) -> np.ndarray:
@@ -166,9 +167,9 @@ def _remap(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encode_table(table: RawTable, positions: np.ndarray, side: str, config: DataConfig, out: dict,
-                  stats: dict) -> list[Field]:
+                  stats: dict, vocabularies: dict) -> list[Field]:
     """Encode the feature columns of `table` at rows `positions` into `out` (user / item tables
-    get the padding row 0 prepended); -> their fields."""
+    get the padding row 0 prepended) and token vocabularies into `vocabularies`; -> their fields."""
     fields = []
     for name, kind in table.kinds.items():
         if name in RESERVED or name in KEYS.values():
@@ -181,13 +182,14 @@ def _encode_table(table: RawTable, positions: np.ndarray, side: str, config: Dat
         column = table.frame[name]
         values = column.to_numpy()[positions]
         if kind == "token":
-            array, vocab = encode_tokens(values)
-            field = Field(name, "token", side, vocab_size=vocab)
-            if side == "inter" and len(values) > 1 and vocab - 1 == len(values):
+            array, vocabularies[name] = token_vocabulary(values)
+            field = Field(name, "token", side, vocab_size=len(vocabularies[name]) + 1)
+            if side == "inter" and len(values) > 1 and len(vocabularies[name]) == len(values):
                 stats.setdefault("warnings", []).append(_unique_message(table, name, len(values)))
         elif kind == "token_seq":
-            array, vocab = encode_token_seq(values, config.max_seq_len)
-            field = Field(name, "token_seq", side, vocab_size=vocab, max_len=array.shape[1])
+            array, vocabularies[name] = token_seq_vocabulary(values, config.max_seq_len)
+            field = Field(name, "token_seq", side, vocab_size=len(vocabularies[name]) + 1,
+                          max_len=array.shape[1])
         else:
             array, missing = encode_floats(values)
             if missing:

@@ -56,6 +56,16 @@ class Schema:
     def num_fields(self) -> int:
         return len(self.fields)
 
+    def to_dict(self) -> dict:
+        """Plain JSON-able form; `Schema.from_dict` inverts it."""
+        return {"fields": [dataclasses.asdict(f) for f in self.fields], "num_ratings": self.num_ratings,
+                "threshold": self.threshold, "user_field": self.user_field, "item_field": self.item_field}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Schema":
+        fields = tuple(Field(**f) for f in data["fields"])
+        return cls(fields, **{k: v for k, v in data.items() if k != "fields"})
+
     def recbole_tables(self) -> list[tuple[Field, ...]]:
         """Fields grouped as RecBole stores them: one table for all token fields, one for all float
         fields (a row each), one per token_seq field (empty groups left out)."""
@@ -84,6 +94,8 @@ class Dataset:
     `user_features` / `item_features` map each user-side / item-side field (the id field
     included) to an array indexed by the remapped user / item id, so that features of an
     arbitrary (user, item) pair can be assembled, e.g. for sampled ranking candidates.
+    `vocabularies[name]` of a token / token_seq field holds the raw value of each id 1..V-1
+    (int64 or str [V-1]); a field without one has ids that are their own raw values.
     """
 
     name: str
@@ -94,6 +106,7 @@ class Dataset:
     user_features: dict[str, np.ndarray]
     item_features: dict[str, np.ndarray]
     stats: dict = dataclasses.field(default_factory=dict)
+    vocabularies: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def splits(self) -> dict[str, Split]:
