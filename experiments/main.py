@@ -19,8 +19,8 @@ from pathlib import Path
 import jax
 
 from lipctr import sharding
-from lipctr.data import DataError, get_preset, load_dataset
 from lipctr.checkpoint import CheckpointError
+from lipctr.data import DataError, get_preset, load_dataset
 from lipctr.io import write_json_atomic
 from lipctr.ranking import ranking_candidates
 
@@ -30,17 +30,11 @@ from experiments.analysis import run_analyses
 from experiments.configs import ConfigError, load_config, merge, validate
 from experiments.report import write_report
 from experiments.run import run_variant
-from experiments.rundir import RunDirError, create_run_dir, lock_run_dir, read_run_config
+from experiments.rundir import RunDirError, create_run_dir, lock_run_dir, read_run_config, resume_config
 from experiments.table import results_table
 
 
 DEFAULT_CONFIG = "dcnv2_ml100k"
-# the flags that choose a run's config: refused with --resume, which continues the stored one
-CONFIG_FLAGS = {"config": "--config", "variant": "--variant", "lambda_r": "--lambda-r",
-                "lambda_sweep": "--lambda-sweep", "seeds": "--seeds", "data": "--data", "set": "--set",
-                "models": "--models"}
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__)
     p.add_argument("--config", help=f"<model>_<dataset> (e.g. dcnv2_ml1m) or a .toml file (default {DEFAULT_CONFIG})")
@@ -135,36 +129,6 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
     return validate(config, source=name)
 
 
-def resume_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    """The stored config of --resume RUN_DIR with the flags that are safe on resume applied, and
-    what each applied flag did. ConfigError naming any flag that would change the stored config."""
-    run_dir = Path(args.resume)
-    stored = read_run_config(run_dir)
-    for dest, flag in CONFIG_FLAGS.items():
-        if getattr(args, dest) not in (None, []):
-            raise ConfigError(f"{flag} cannot be combined with --resume: a resume continues the config stored in "
-                              f"{run_dir / 'config.json'}; start a new run to change it (with --resume only --epochs "
-                              "to train longer, --mesh, --no-progress and --analysis apply)")
-    config, notes = merge(stored, {}), []
-    if args.epochs is not None:
-        before = stored["train"]["max_epochs"]
-        if args.epochs < before:
-            raise ConfigError(f"--epochs {args.epochs}: with --resume it can only raise the stored max_epochs {before}")
-        config["train"]["max_epochs"] = args.epochs
-        notes.append(f"--epochs {args.epochs}: max_epochs {before} -> {args.epochs} (members stopped by the epoch "
-                     "limit train on; those stopped by patience or divergence stay stopped)")
-    if args.mesh is not None:
-        config["mesh"] = args.mesh
-        notes.append(f"--mesh {args.mesh!r}")
-    if args.no_progress:
-        notes.append("--no-progress")
-    if args.analysis is not None:
-        notes.append(f"--analysis {args.analysis}")
-    if args.runs_dir is not None:
-        notes.append(f"--runs-dir ignored: a resume writes into {run_dir}")
-    return validate(config, source=f"--resume {run_dir}"), notes
-
-
 ANALYSES = ("lambda", "analyses", "report")
 LAMBDA_SWEEP = [0.1, 0.3, 0.5, 0.7, 0.9]
 FIGURE4_MODELS = ("dcnv2", "widedeep", "xdeepfm")  # the paper's Figure 4; --models all sweeps these
@@ -210,6 +174,11 @@ def test_candidates(config: dict, dataset):
         raise ConfigError(f"key 'eval.num_negatives' = {ev['num_negatives']}: {error}") from None
 
 
+def run_stamp() -> str:
+    """A new run directory's name: the local time to the second."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def _open_run_dir(config: dict, args: argparse.Namespace, name: str) -> tuple[Path, int | None]:
     """The run directory (new, or --resume's), locked, with config.json written; (path, lock)."""
     primary = sharding.is_primary()
@@ -220,8 +189,8 @@ def _open_run_dir(config: dict, args: argparse.Namespace, name: str) -> tuple[Pa
             write_json_atomic(run_dir / "config.json", config)  # what --epochs / --mesh changed
     else:
         parent = Path(args.runs_dir or "runs") / name
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = parent / sharding.broadcast_text(create_run_dir(parent, stamp).name if primary else "")
+        made = create_run_dir(parent, run_stamp()).name if primary else ""
+        run_dir = parent / sharding.broadcast_text(made)
         lock = lock_run_dir(run_dir)
         if primary:
             write_json_atomic(run_dir / "config.json", config)

@@ -120,15 +120,21 @@ def _read_final(path: Path, labels: list[str]) -> dict:
     return final
 
 
-def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, es, config: dict, labels, name: str):
+def _saved_history(checkpoints: StateCheckpoints, labels: list[str], metrics_path: Path) -> list[dict]:
+    """Before anything is built: the saved state's members must be the config's, and metrics.csv
+    must hold the history up to the newest saved epoch; that history."""
+    latest = checkpoints.latest_epoch()
+    saved = checkpoints.info(latest).get("members")
+    if saved is not None and saved != labels:
+        raise RunDirError(f"{checkpoints.directory}: the saved state holds members {saved}, but config.json asks "
+                          f"for {labels} (was it edited?)")
+    return read_history(metrics_path, labels, latest)
+
+
+def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, es, config: dict, num: int, name: str):
     """(state, es, epoch, info) of the newest intact saved state. Early stopping is re-derived
     for the config's max_epochs, so a longer run continues the members the epoch limit stopped,
     while those stopped by patience or divergence stay stopped."""
-    num = len(labels)
-    saved = checkpoints.info(checkpoints.latest_epoch()).get("members")
-    if saved is not None and saved != labels:
-        raise RunDirError(f"{checkpoints.directory} holds members {saved}, but config.json asks for {labels} "
-                          "(was it edited?)")
     restored = checkpoints.restore(trainer.real_members({"state": state, "es": es}, num), _log)
     epoch = checkpoints.latest_epoch()
     train_config = config["train"]
@@ -160,14 +166,16 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
             _log(f"{name}: already complete, {num} members ({final_path})")
             return final
         _log(f"{name}: trained for max_epochs {final['max_epochs']}; continuing to {max_epochs}")
+    checkpoints = StateCheckpoints(out / "state")
+    resuming = checkpoints.latest_epoch() is not None
+    history = _saved_history(checkpoints, labels, out / "metrics.csv") if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh)
     train, valid = to_device(dataset.train, mesh), to_device(dataset.valid, mesh)
     state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members])
-    checkpoints = StateCheckpoints(out / "state")
-    history, seconds_before = [], 0.0
-    if checkpoints.latest_epoch() is not None:
-        state, es, epoch_done, info = _restore(checkpoints, trainer, state, es, config, labels, name)
-        history = read_history(out / "metrics.csv", labels, epoch_done)
+    seconds_before = 0.0
+    if resuming:
+        state, es, epoch_done, info = _restore(checkpoints, trainer, state, es, config, num, name)
+        history = [row for row in history if row["epoch"] <= epoch_done]  # older if the newest was damaged
         seconds_before = float(info.get("train_seconds", 0.0))
 
     model_name = config["model"]

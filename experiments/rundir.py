@@ -1,15 +1,21 @@
 """Run directories: created exclusively (distinct under concurrent starts), locked while a
-process trains in them, and read back for a resume."""
+process trains in them, and read back for a resume, which continues the stored config."""
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
 from pathlib import Path
 
-from experiments.configs import ConfigError, validate
+from experiments.configs import ConfigError, merge, validate
 from lipctr import sharding
+
+# the flags that choose a run's config: refused with --resume, which continues the stored one
+CONFIG_FLAGS = {"config": "--config", "variant": "--variant", "lambda_r": "--lambda-r",
+                "lambda_sweep": "--lambda-sweep", "seeds": "--seeds", "data": "--data", "set": "--set",
+                "models": "--models"}
 
 
 class RunDirError(ValueError):
@@ -62,3 +68,33 @@ def read_run_config(run_dir: Path) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a JSON object of config keys, got {type(config).__name__}")
     return validate(config, source=str(path))
+
+
+def resume_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """The stored config of --resume RUN_DIR with the flags that are safe on resume applied, and
+    what each applied flag did. ConfigError naming any flag that would change the stored config."""
+    run_dir = Path(args.resume)
+    stored = read_run_config(run_dir)
+    for dest, flag in CONFIG_FLAGS.items():
+        if getattr(args, dest) not in (None, []):
+            raise ConfigError(f"{flag} cannot be combined with --resume: a resume continues the config stored in "
+                              f"{run_dir / 'config.json'}; start a new run to change it (with --resume only --epochs "
+                              "to train longer, --mesh, --no-progress and --analysis apply)")
+    config, notes = merge(stored, {}), []
+    if args.epochs is not None:
+        before = stored["train"]["max_epochs"]
+        if args.epochs < before:
+            raise ConfigError(f"--epochs {args.epochs}: with --resume it can only raise the stored max_epochs {before}")
+        config["train"]["max_epochs"] = args.epochs
+        notes.append(f"--epochs {args.epochs}: max_epochs {before} -> {args.epochs} (members stopped by the epoch "
+                     "limit train on; those stopped by patience or divergence stay stopped)")
+    if args.mesh is not None:
+        config["mesh"] = args.mesh
+        notes.append(f"--mesh {args.mesh!r}")
+    if args.no_progress:
+        notes.append("--no-progress")
+    if args.analysis is not None:
+        notes.append(f"--analysis {args.analysis}")
+    if args.runs_dir is not None:
+        notes.append(f"--runs-dir ignored: a resume writes into {run_dir}")
+    return validate(config, source=f"--resume {run_dir}"), notes
