@@ -24,7 +24,7 @@ import numpy as np
 
 from lipctr.losses import LossConfig, multihead_loss
 from lipctr.models import MODEL_NAMES, build_model
-from lipctr.models.summary import ml100k_schema, random_features
+from lipctr.models.parameter_counts import ml100k_schema, random_features
 
 
 def make_step(name: str, num_outputs: int, batch: int, seed: int = 0):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lipctr import lipschitz, metrics
+from lipctr import lipschitz, metrics, softmax_jacobian
 from lipctr.checkpoint import load_tree
 from lipctr.data.schema import Dataset
 from lipctr.io import write_text_atomic
@@ -150,7 +150,7 @@ def trained_softmax_norms(run_dir: Path, variant: str = "smooth") -> pd.DataFram
     quantiles and the fraction of examples above the bound."""
     saved = np.load(run_dir / variant / "predictions.npz")
     logits = saved["logits"]  # [M, n, K]
-    rows = [{"member": i, **lipschitz.jacobian_norm_distribution(jnp.asarray(logits[i])).summary()}
+    rows = [{"member": i, **softmax_jacobian.jacobian_norm_distribution(jnp.asarray(logits[i])).summary()}
             for i in range(logits.shape[0])]
     return pd.DataFrame(rows)
 

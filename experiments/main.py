@@ -1,13 +1,13 @@
 """The experiment CLI: `python -m experiments.main --config dcnv2_ml100k`.
 
-Loads (fetching ML-100K if needed) the config's dataset, trains the orig and/or smooth variant
+Loads the config's dataset (fetching ML-100K into datasets/ if needed), or the user's own files
+(`--data DIR --format csv ...`, experiments.data_source), trains the orig and/or smooth variant
 with every seed at once, writes `runs/<config>/<timestamp>/` and prints the Table-1-style summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -20,12 +20,13 @@ import jax
 
 from lipctr import sharding
 from lipctr.checkpoint import CheckpointError
-from lipctr.data import DataError, get_preset, load_dataset
+from lipctr.data import DataError
 from lipctr.io import write_json_atomic
 from lipctr.ranking import ranking_candidates
 
 from lipctr.models import MODEL_NAMES
 
+from experiments import data_source
 from experiments.analysis import run_analyses
 from experiments.configs import ConfigError, load_config, merge, validate
 from experiments.report import write_report
@@ -35,6 +36,8 @@ from experiments.table import results_table
 
 
 DEFAULT_CONFIG = "dcnv2_ml100k"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__)
     p.add_argument("--config", help=f"<model>_<dataset> (e.g. dcnv2_ml1m) or a .toml file (default {DEFAULT_CONFIG})")
@@ -43,7 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lambda-sweep", help="comma-separated lambda_r values trained as one ensemble, e.g. 0.1,0.3,0.5,0.7,0.9")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 2020,2021 (default 2020-2024)")
     p.add_argument("--epochs", type=int, help="maximum number of epochs (with --resume: train longer)")
-    p.add_argument("--data", help="dataset folder (GroupLens files or RecBole atomic files)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.learning_rate=5e-3 (value in TOML syntax)")
     p.add_argument("--runs-dir", help="where run directories are created (default runs)")
@@ -56,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "noise, Lipschitz), report; 'none' (default) only trains")
     p.add_argument("--models", help="'all': run the config's dataset for all seven backbones (<model>_<dataset>); the lambda "
                         "sweep then covers the paper's Figure 4 models (dcnv2, widedeep, xdeepfm)")
+    data_source.add_arguments(p)
     g = p.add_argument_group("devices and hosts (README: 'Many devices and hosts')")
     g.add_argument("--mesh", help="device mesh over all visible devices, e.g. seeds=4 or seeds=2,data=2 "
                                   "(default: the config's 'mesh'; '' = one device)")
@@ -122,8 +125,7 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
         config["seeds"] = _parse_list("--seeds", args.seeds, int, "2020,2021")
     if args.epochs is not None:
         config["train"]["max_epochs"] = args.epochs
-    if args.data:
-        config["data_path"] = args.data
+    config = data_source.apply_flags(config, args)
     if args.mesh is not None:
         config["mesh"] = args.mesh
     return validate(config, source=name)
@@ -263,10 +265,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"--resume {args.resume}: stored config" + (f"; applied {'; '.join(notes)}" if notes else ""),
               file=sys.stderr)
     mesh = start_devices(args, configs[0]["mesh"])
-    data_config = get_preset(configs[0]["dataset"])
-    if configs[0]["data_path"]:
-        data_config = dataclasses.replace(data_config, path=configs[0]["data_path"])
-    dataset = load_dataset(data_config)
+    dataset = data_source.load(configs[0])
     candidates = {}
     for config in configs:  # every config's bound on eval.num_negatives, before any run directory
         key = json.dumps(config["eval"], sort_keys=True)
@@ -279,7 +278,7 @@ def _main(args: argparse.Namespace) -> int:
                   "afterwards in one process: python -m experiments.main --resume RUN_DIR --analysis analyses,report",
                   file=sys.stderr)
     if sharding.is_primary():
-        print(f"{configs[0]['dataset']}: {dataset.stats.get('interactions', 0):,} interactions, train/valid/test "
+        print(f"{dataset.name}: {dataset.stats.get('interactions', 0):,} interactions, train/valid/test "
               f"{len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}", file=sys.stderr)
     run_dirs = [run_config(config, dataset, args, analyses, mesh,
                            sweep_lambda=len(configs) == 1 or config["model"] in FIGURE4_MODELS,

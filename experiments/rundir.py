@@ -14,8 +14,9 @@ from lipctr import sharding
 
 # the flags that choose a run's config: refused with --resume, which continues the stored one
 CONFIG_FLAGS = {"config": "--config", "variant": "--variant", "lambda_r": "--lambda-r",
-                "lambda_sweep": "--lambda-sweep", "seeds": "--seeds", "data": "--data", "set": "--set",
-                "models": "--models"}
+                "lambda_sweep": "--lambda-sweep", "seeds": "--seeds", "set": "--set", "models": "--models",
+                "data": "--data", "format": "--format", "inter": "--inter", "user": "--user", "item": "--item",
+                "columns": "--columns", "field_types": "--field-types"}  # the last row: experiments.data_source
 
 
 class RunDirError(ValueError):

@@ -24,14 +24,24 @@ import jax
 import jax.numpy as jnp
 
 Aggregation = Literal["prob", "logit_sum"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("prob", "logit_sum")
+
+
+def check_aggregation(aggregation, where: str = "aggregation") -> None:
+    """ValueError naming `where` unless aggregation is one of AGGREGATIONS."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"{where} must be 'prob' or 'logit_sum', got {aggregation!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    lambda_r: float = 0.7
+    lambda_r: float = 0.7  # a traced per-member value inside the trainer's epoch
     threshold: int = 3  # ratings > threshold are positive
     aggregation: Aggregation = "prob"
     scale_penalty: bool = True
+
+    def __post_init__(self):
+        check_aggregation(self.aggregation, "LossConfig.aggregation")
 
 
 def binary_log_probs(logits: jax.Array, threshold: int, aggregation: Aggregation = "prob"):
@@ -43,8 +53,7 @@ def binary_log_probs(logits: jax.Array, threshold: int, aggregation: Aggregation
     if aggregation == "logit_sum":
         z = positive.sum(-1) - negative.sum(-1)
         return jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z)
-    if aggregation != "prob":
-        raise ValueError(f"aggregation must be 'prob' or 'logit_sum', got {aggregation!r}")
+    check_aggregation(aggregation)
     log_total = jax.nn.logsumexp(logits, axis=-1)
     return (
         jax.nn.logsumexp(positive, axis=-1) - log_total,

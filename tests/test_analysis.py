@@ -66,7 +66,7 @@ def test_run_analyses_writes_every_table(finished_run):
 
 
 def test_paired_t_test_matches_closed_form_values():
-    from experiments.report import paired_t_test
+    from experiments.statistics import paired_t_test
 
     # d = [1, 2, 3]: mean 2, sd 1, t = 2 sqrt(3); two-sided p for df = 2 is 1 - t / sqrt(2 + t^2)
     t, p = paired_t_test([0, 0, 0], [1, 2, 3])
@@ -101,11 +101,11 @@ def test_report_tables_and_figures(finished_run, tmp_path):
 
 def test_analysis_summary_equals_direct_means(finished_run, tmp_path):
     import pandas as pd
-    from experiments.report import analysis_summary, load_run
+    from experiments.report_tables import analysis_summary, read_run
 
     ds, run_dir, _ = finished_run
     analysis.run_analyses(run_dir, ds, ("orig", "smooth"), noise_draws=1, lipschitz_examples=8)
-    summary = analysis_summary([load_run(run_dir)]).set_index("variant")
+    summary = analysis_summary([read_run(run_dir)]).set_index("variant")
     noise = pd.read_csv(run_dir / "analysis" / "noise.csv")
     lipschitz = pd.read_csv(run_dir / "analysis" / "lipschitz.csv")
     for variant in ("orig", "smooth"):

@@ -4,11 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lipctr.bandwidth import signal_to_ratings
+from lipctr.rating_buckets import signal_to_ratings
 from lipctr.data import DataConfig, load_dataset
 from lipctr.data.synthetic import SyntheticSizes, synthetic_dataset
 
 from experiments import bandwidth as bw
+from experiments import bandwidth_data as bwd
+from experiments import bandwidth_measure as bwm
+from experiments import bandwidth_report as bwr
+from experiments import statistics as stats
 
 NS = (2, 3, 5, 10, 20)
 
@@ -20,7 +24,7 @@ def tiny():
 
 def test_binary_labels_identical_across_n_and_classes_follow_preference(tiny):
     dataset, preference = tiny
-    datasets = bw.bandwidth_datasets(dataset, preference, NS, 0.6)
+    datasets = bwd.bandwidth_datasets(dataset, preference, NS, 0.6)
     cut = np.quantile(preference["train"], 0.6)  # independent: the binary threshold on train
     for n, (data, buckets) in datasets.items():
         assert data.schema.num_ratings == n and data.schema.threshold == buckets.threshold
@@ -38,20 +42,20 @@ def test_binary_labels_identical_across_n_and_classes_follow_preference(tiny):
 
 def test_check_same_labels_rejects_a_different_binary_task(tiny):
     dataset, preference = tiny
-    same = {n: d for n, (d, _) in bw.bandwidth_datasets(dataset, preference, (2, 5), 0.6).items()}
-    shifted, _ = bw.rebucket(dataset, preference, 5, 0.5)
+    same = {n: d for n, (d, _) in bwd.bandwidth_datasets(dataset, preference, (2, 5), 0.6).items()}
+    shifted, _ = bwd.rebucket(dataset, preference, 5, 0.5)
     with pytest.raises(ValueError, match=r"binary train labels differ between N=2 and N=5"):
-        bw.check_same_labels({2: same[2], 5: shifted})
+        bwd.check_same_labels({2: same[2], 5: shifted})
     bad = {**preference, "valid": preference["valid"][:-1]}
     with pytest.raises(ValueError, match=r"preference\['valid'\] must hold one value per valid example"):
-        bw.rebucket(dataset, bad, 5, 0.6)
+        bwd.rebucket(dataset, bad, 5, 0.6)
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="Ns must be distinct numbers of classes >= 2"):
-        bw.SweepConfig(Ns=(1, 5))
+    with pytest.raises(ValueError, match="class_counts must be distinct numbers of classes >= 2"):
+        bwd.SweepConfig(class_counts=(1, 5))
     with pytest.raises(ValueError, match=r"lambda_r must lie in \[0, 1\]"):
-        bw.SweepConfig(lambda_r=1.5)
+        bwd.SweepConfig(lambda_r=1.5)
     with pytest.raises(SystemExit):
         bw.main(["--Ns", "2,x"])
 
@@ -63,24 +67,24 @@ def test_summary_table_and_spearman_against_numpy():
                    "input_norm_mean", "relative_lipschitz_mean", "spectral_logits_mean", "ratio_mean",
                    "softmax_norm_median", "softmax_fraction_above_bound", "item_weight_norm", "best_epoch"):
         frame[column] = rng.normal(size=len(frame))
-    summary = bw.summary_table(frame)
+    summary = bwr.summary_table(frame)
     for (variant, n), part in frame.groupby(["variant", "N"]):
         row = summary[(summary["variant"] == variant) & (summary["N"] == n)].iloc[0]
         assert row["test_auc"] == pytest.approx(np.mean(part["test_auc"]))
         assert row["grad_norm_mean_std"] == pytest.approx(np.std(part["grad_norm_mean"], ddof=1))
     assert summary["paper_bound"].tolist()[1:] == pytest.approx([1 / np.sqrt(3), 1 / np.sqrt(5)])
-    assert bw.spearman([1, 2, 3, 4], [10, 20, 25, 100]) == pytest.approx(1.0)
-    assert bw.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.spearman([1, 2, 3, 4], [10, 20, 25, 100]) == pytest.approx(1.0)
+    assert stats.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # ties get average ranks: x ranks (1.5, 1.5, 3), y ranks (1, 3, 2) -> Pearson of the ranks
-    assert bw.spearman([2, 2, 5], [0.1, 0.9, 0.5]) == pytest.approx(np.corrcoef([1.5, 1.5, 3], [1, 3, 2])[0, 1])
+    assert stats.spearman([2, 2, 5], [0.1, 0.9, 0.5]) == pytest.approx(np.corrcoef([1.5, 1.5, 3], [1, 3, 2])[0, 1])
 
 
 def test_lipschitz_and_softmax_columns_against_numpy():
     rng = np.random.default_rng(1)
-    table = pd.DataFrame({m: rng.uniform(0.5, 2.0, 9) for m in bw.LIPSCHITZ_MEASURES})
+    table = pd.DataFrame({m: rng.uniform(0.5, 2.0, 9) for m in bwm.LIPSCHITZ_MEASURES})
     table["spectral_probs_fd"] = table["spectral_probs"] * (1 + rng.uniform(-0.01, 0.01, 9))
     norm = rng.uniform(1.0, 3.0, 9)
-    row = bw.lipschitz_columns(table, norm)
+    row = bwm.lipschitz_columns(table, norm)
     assert row["grad_norm_median"] == pytest.approx(np.median(table["grad_norm"]))
     assert row["ratio_max"] == pytest.approx(table["ratio"].max())
     assert row["relative_lipschitz_mean"] == pytest.approx(np.mean(table["grad_norm"] * norm))
@@ -91,20 +95,20 @@ def test_lipschitz_and_softmax_columns_against_numpy():
     p /= p.sum(1, keepdims=True)
     # ||diag(p) - p p^T||_F built entry by entry
     frob = np.array([np.linalg.norm(np.diag(q) - np.outer(q, q)) for q in p])
-    cols = bw.softmax_columns(logits)
+    cols = bwm.softmax_columns(logits)
     assert cols["softmax_norm_median"] == pytest.approx(np.median(frob), rel=1e-5)
     assert cols["softmax_fraction_above_bound"] == pytest.approx(np.mean(frob > 1 / np.sqrt(5)))
-    assert all(np.isnan(v) for v in bw.softmax_columns(logits[:, :1]).values())
+    assert all(np.isnan(v) for v in bwm.softmax_columns(logits[:, :1]).values())
 
 
 @pytest.mark.slow  # end-to-end; keeps the default suite under 10 minutes on 2 cores
 def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     sizes = SyntheticSizes(120, 90, 3_000)
     dataset, preference = synthetic_dataset(sizes, 1, return_preference=True)
-    config = bw.SweepConfig(preset="custom", Ns=(3,), seeds=(1, 2), max_epochs=1, batch_size=512,
+    config = bwd.SweepConfig(preset="custom", class_counts=(3,), seeds=(1, 2), max_epochs=1, batch_size=512,
                             lipschitz_examples=8, power_iters=3, model_hparams=(("mlp_hidden_size", (16,)),))
-    frame, buckets = bw.run_sweep(config, dataset, preference)
-    bw.write_outputs(tmp_path, config, frame, buckets, dataset)
+    frame, buckets = bwm.run_sweep(config, dataset, preference)
+    bwr.write_outputs(tmp_path, config, frame, buckets, dataset)
     table = pd.read_csv(tmp_path / "bandwidth.csv")
     assert list(zip(table["variant"], table["N"], table["K"], table["seed"])) == [
         ("orig", 2, 1, 1), ("orig", 2, 1, 2), ("smooth", 3, 3, 1), ("smooth", 3, 3, 2)]
@@ -112,11 +116,11 @@ def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     assert table["lambda_r"].tolist() == [0.0, 0.0, 0.7, 0.7]
     orig = table["variant"] == "orig"
     numeric = table.drop(columns=["variant"])
-    assert np.isfinite(numeric.drop(columns=list(bw.SOFTMAX_COLUMNS)).to_numpy(float)).all()
-    assert np.isfinite(table.loc[~orig, list(bw.SOFTMAX_COLUMNS)].to_numpy(float)).all()
-    assert table.loc[orig, list(bw.SOFTMAX_COLUMNS)].isna().all().all()
+    assert np.isfinite(numeric.drop(columns=list(bwm.SOFTMAX_COLUMNS)).to_numpy(float)).all()
+    assert np.isfinite(table.loc[~orig, list(bwm.SOFTMAX_COLUMNS)].to_numpy(float)).all()
+    assert table.loc[orig, list(bwm.SOFTMAX_COLUMNS)].isna().all().all()
     assert table["test_auc"].between(0, 1).all() and (table["test_logloss"] > 0).all()
-    for measure in bw.LIPSCHITZ_MEASURES:
+    for measure in bwm.LIPSCHITZ_MEASURES:
         assert (table[f"{measure}_median"] <= table[f"{measure}_max"] + 1e-6).all()
         assert (table[f"{measure}_mean"] <= table[f"{measure}_max"] + 1e-6).all()
     # the softmax Jacobian norm never exceeds its supremum 1/2 over the simplex
@@ -135,7 +139,7 @@ def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
     from lipctr.models import build_model
 
     dataset, preference = tiny
-    data, _ = bw.rebucket(dataset, preference, 3, 0.6)
+    data, _ = bwd.rebucket(dataset, preference, 3, 0.6)
     model = build_model("dcnv2", data.schema, 3, mlp_hidden_size=(8,))
     batch = {k: v[:6] for k, v in data.test.features.items()}
     members = [model.init(jax.random.PRNGKey(seed), batch, deterministic=True) for seed in (4, 5)]
@@ -144,7 +148,7 @@ def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
     member = np.array([0, 1, 1, 0, 1, 0], np.int32)
     shape = (6, data.schema.num_fields, model.embedding_dim)
     offset = np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
-    got = np.asarray(jax.jit(bw.ensemble_apply_fn(model, params, stacked))({**batch, bw.MEMBER_KEY: member}, offset))
+    got = np.asarray(jax.jit(bwm.ensemble_apply_fn(model, params, stacked))({**batch, bwm.MEMBER_KEY: member}, offset))
     apply = jax.jit(lambda variables: model.apply(variables, batch, deterministic=True, embedding_offset=offset))
     want = [np.asarray(apply(variables)) for variables in members]
     for i in (0, 1):
@@ -165,7 +169,7 @@ def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
             mask = (ids != 0)[..., None]
             parts.append((table[ids] * mask).sum(1) / np.maximum(mask.sum(1), 1))
     want_norms = np.linalg.norm(np.concatenate(parts, axis=1), axis=1)
-    np.testing.assert_allclose(bw.input_norms(model, params0, batch), want_norms, rtol=1e-5)
+    np.testing.assert_allclose(bwm.input_norms(model, params0, batch), want_norms, rtol=1e-5)
 
 
 def _brute_force_classes(values, levels):

@@ -64,7 +64,8 @@ def test_load_dataset_fetches_when_absent(tmp_path, wheel, monkeypatch):
     copied = tmp_path / "recbole-1.2.1-py3-none-any.whl"
     shutil.copy(wheel, copied)
     monkeypatch.setattr(fetch_module, "download_wheel", lambda destination, folder: copied)
-    dataset = load_dataset(get_preset("ml100k", path=str(tmp_path / "ml-100k")))
+    monkeypatch.setenv("LIPCTR_DATA", str(tmp_path))  # auto-fetch only into <datasets root>/ml-100k
+    dataset = load_dataset(get_preset("ml100k"))
     assert dataset.stats["interactions"] == 100_000 and dataset.stats["cache"] == "written"
     assert sorted(p.name for p in (tmp_path / "ml-100k").iterdir()) == sorted([*CHECKSUMS, "cache"])
 

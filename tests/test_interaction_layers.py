@@ -10,7 +10,7 @@ from lipctr.models import build_model
 from lipctr.models.dcnv2 import CrossNetwork, MixedCrossNetwork
 from lipctr.models.nfm import bi_interaction
 from lipctr.models.regularization import group_norm
-from lipctr.models.summary import random_features
+from lipctr.models.parameter_counts import random_features
 from lipctr.models.xdeepfm import CIN, cin_output_width
 
 RNG = np.random.default_rng(0)

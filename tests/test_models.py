@@ -11,7 +11,7 @@ import pytest
 from lipctr.data.schema import Field, Schema
 from lipctr.losses import LossConfig, multihead_loss
 from lipctr.models import MODEL_NAMES, build_model, default_hparams
-from lipctr.models.summary import random_features
+from lipctr.models.parameter_counts import random_features
 
 SCHEMA = Schema(
     fields=(

@@ -4,7 +4,7 @@ synthetic planted-preference generator."""
 
 from lipctr.data.config import PRESETS, DataConfig, dataset_dir, datasets_root, get_preset
 from lipctr.data.encode import sequence_lengths
-from lipctr.data.errors import DataError, DatasetNotFoundError
+from lipctr.data.errors import DataError, DatasetNotFoundError, DataWarning
 from lipctr.data.loader import load_dataset, read_raw
 from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData, RawTable
@@ -13,7 +13,7 @@ from lipctr.data.summary import format_summary
 from lipctr.data.synthetic import synthetic_dataset, synthetic_raw
 
 __all__ = [
-    "PRESETS", "DataConfig", "DataError", "Dataset", "DatasetNotFoundError", "Field", "RawData",
+    "PRESETS", "DataConfig", "DataError", "DataWarning", "Dataset", "DatasetNotFoundError", "Field", "RawData",
     "RawTable", "Schema", "Split", "dataset_dir", "datasets_root", "format_summary", "get_preset",
     "load_dataset", "preprocess", "read_raw", "sequence_lengths", "synthetic_dataset", "synthetic_raw",
 ]

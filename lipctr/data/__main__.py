@@ -1,7 +1,7 @@
 """python -m lipctr.data <dataset> [--synthetic] [--root DIR] [--no-cache]
 
-Loads a dataset preset (ml100k / ml-100k is fetched when absent), preprocesses it and prints
-its summary: counts, positives, split sizes and the field schema.
+Loads a dataset preset, preprocesses it and prints its summary (counts, positives, splits, fields).
+ML-100K is fetched when absent from the default folder, never into a --path folder.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 from lipctr.data.config import get_preset
-from lipctr.data.errors import DataError
+from lipctr.data.errors import DataError, DataWarning
 from lipctr.data.loader import load_dataset
 from lipctr.data.summary import format_summary
 from lipctr.data.synthetic import synthetic_config
@@ -33,11 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = get_preset(args.dataset, **overrides)
         start = time.perf_counter()
-        dataset = load_dataset(config, cache=not args.no_cache)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # printed below, one line each
+            dataset = load_dataset(config, cache=not args.no_cache)
         seconds = time.perf_counter() - start
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    for message in dataset.stats.get("warnings", []):
+        print(f"warning: {message}", file=sys.stderr)
     print(format_summary(dataset))
     print(f"loaded in {seconds:.2f} s")
     return 0

@@ -1,7 +1,8 @@
 """Reader of RecBole atomic files: <stem>.inter, <stem>.user, <stem>.item.
 
-Tab-separated, utf-8, first line a header of `name:type` cells with type one of token,
-token_seq, float, float_seq; sequence cells are space-separated (DataConfig.seq_separator).
+Tab-separated, utf-8 (a leading byte-order mark is ignored), first line a header of `name:type`
+cells with type one of token, token_seq, float, float_seq; sequence cells are space-separated
+(DataConfig.seq_separator).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from lipctr.data.config import RAW_KINDS, TABLES, DataConfig, dataset_dir
 from lipctr.data.errors import DataError
 from lipctr.data.raw import RawData, RawTable, parse_float_seq, split_tokens
-from lipctr.data.text import check_fields, line_layout, read_columns
+from lipctr.data.text import check_fields, line_layout, read_columns, separator_hint, strip_bom
 
 SPECIAL = ("rating", "timestamp")
 
@@ -36,6 +37,12 @@ def read_atomic(config: DataConfig) -> RawData:
 
 def parse_header(path: Path, header: str) -> list[tuple[str, str]]:
     """'user_id:token<TAB>rating:float' -> [("user_id", "token"), ("rating", "float")]."""
+    hint = separator_hint(header, "\t")
+    if hint:
+        raise DataError(
+            f"{path} line 1: {hint}; RecBole atomic files are tab-separated with name:type header "
+            "cells (a CSV file is read with format 'csv')"
+        )
     cells = header.rstrip("\r\n").split("\t")
     fields = []
     for position, cell in enumerate(cells, start=1):
@@ -55,8 +62,8 @@ def parse_header(path: Path, header: str) -> list[tuple[str, str]]:
 
 def read_atomic_table(path: Path, columns: tuple[str, ...] | None, config: DataConfig) -> RawTable:
     """One atomic file -> RawTable with the fields `columns` (None = all), renamed by config.columns."""
-    data = path.read_bytes()
     encoding = config.encoding or "utf-8"
+    data = strip_bom(path.read_bytes(), encoding)
     try:
         header = data.split(b"\n", 1)[0].decode(encoding)
     except UnicodeDecodeError as error:

@@ -20,7 +20,7 @@ from lipctr.data.config import DataConfig
 from lipctr.data.schema import Dataset, Field, Schema, Split
 from lipctr.io import write_atomically
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: readers reject nameless columns and accept BOMs; stats["warnings"]
 SPLITS = ("train", "valid", "test")
 
 

@@ -9,3 +9,8 @@ class DataError(ValueError):
 
 class DatasetNotFoundError(DataError):
     """The dataset's files are absent; the message lists exactly which files go in which folder."""
+
+
+class DataWarning(UserWarning):
+    """Data that loads but is likely a mistake (e.g. an index column used as a feature);
+    also listed in Dataset.stats["warnings"]."""

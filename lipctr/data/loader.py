@@ -1,21 +1,24 @@
 """`load_dataset`: read -> filter -> remap -> split -> arrays, with the on-disk cache.
 
-The cache lives in <dataset folder>/cache/<name>-<key>.npz (see lipctr.data.cache). ML-100K is
-fetched from PyPI when its files are absent; other datasets raise DatasetNotFoundError saying
-exactly which files to put where.
+The cache lives in <dataset folder>/cache/<name>-<key>.npz (see lipctr.data.cache): the only
+thing ever written into a dataset folder. ML-100K is fetched from PyPI when its files are absent
+from the project's own folder <datasets root>/ml-100k (DataConfig.path None); a folder the user
+gave is only read, and missing files there, as for every other dataset, raise
+DatasetNotFoundError naming the files and the folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from lipctr.data import atomic, grouplens, tabular
 from lipctr.data.cache import cache_key, load_cache, save_cache
-from lipctr.data.config import DATA_ENV, DataConfig, dataset_dir
-from lipctr.data.errors import DataError, DatasetNotFoundError
+from lipctr.data.config import DATA_ENV, DataConfig, dataset_dir, datasets_root
+from lipctr.data.errors import DataError, DataWarning, DatasetNotFoundError
 from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData
 from lipctr.data.schema import Dataset
@@ -37,8 +40,15 @@ def load_dataset(config: DataConfig, cache: bool = True) -> Dataset:
 
 
 def load_with_rows(config: DataConfig, cache: bool = True) -> tuple[Dataset, dict[str, np.ndarray]]:
-    """(dataset, rows): rows[split] = the raw interaction-table row of each example of the split."""
-    config = resolve_format(config)
+    """(dataset, rows): rows[split] = the raw interaction-table row of each example of the split.
+    Each of dataset.stats["warnings"] is also issued as a DataWarning."""
+    dataset, rows = _load(resolve_format(config), cache)
+    for message in dataset.stats.get("warnings", []):
+        warnings.warn(message, DataWarning, stacklevel=3)
+    return dataset, rows
+
+
+def _load(config: DataConfig, cache: bool) -> tuple[Dataset, dict[str, np.ndarray]]:
     path = None
     if cache:
         path = cache_file(config)
@@ -94,7 +104,8 @@ def resolve_format(config: DataConfig) -> DataConfig:
 
 
 def source_files(config: DataConfig) -> list[Path]:
-    """The files the dataset is read from (fetching ML-100K if needed), else DatasetNotFoundError."""
+    """The files the dataset is read from, else DatasetNotFoundError. ML-100K is fetched when
+    absent, but only into the default folder (config.path None), never into a user's folder."""
     if config.format == "synthetic":
         return []
     if config.format == "grouplens":
@@ -103,7 +114,7 @@ def source_files(config: DataConfig) -> list[Path]:
             raise DatasetNotFoundError(not_found_message(config))
         return files
     wanted = atomic.atomic_files(config) if config.format == "atomic" else tabular.tabular_files(config)
-    if config.format == "atomic" and config.stem == "ml-100k" and not wanted["inter"].is_file():
+    if fetchable(config) and not all(p.is_file() for p in wanted.values()):
         from lipctr.data.fetch import fetch_ml100k
 
         fetch_ml100k(dataset_dir(config))
@@ -112,11 +123,17 @@ def source_files(config: DataConfig) -> list[Path]:
     return list(wanted.values())
 
 
+def fetchable(config: DataConfig) -> bool:
+    """Whether missing files may be fetched: ML-100K's atomic files in the default folder only."""
+    return config.path is None and config.format == "atomic" and config.stem == "ml-100k"
+
+
 def not_found_message(config: DataConfig) -> str:
     """Which files to put in which folder for `config`."""
     config = resolve_format(config)
     folder = dataset_dir(config)
-    where = f"Put them in {folder}/ (or set DataConfig.path, or ${DATA_ENV} for the datasets root)."
+    where = f"Put them in {folder}/" + (
+        "." if config.path is not None else f" (or set DataConfig.path, or ${DATA_ENV} for the datasets root).")
     atomic_names = ", ".join(f"{config.stem}.{t}" for t in (config.load_col or {"inter": 0}))
     if config.format == "grouplens" or config.name == "ml-1m":
         return (
@@ -125,13 +142,18 @@ def not_found_message(config: DataConfig) -> str:
         )
     wanted = atomic.atomic_files(config) if config.format == "atomic" else tabular.tabular_files(config)
     missing = ", ".join(p.name for p in wanted.values() if not p.is_file())
+    lacks = f"{folder} lacks {missing}" if folder.is_dir() else f"folder {folder} does not exist (expected {missing})"
     if config.format == "atomic":
         source = SOURCES.get(config.name, "the RecBole atomic files")
+        fetch = ""
+        if config.stem == "ml-100k":
+            fetch = (f" ML-100K is fetched automatically only into the default folder "
+                     f"{datasets_root() / 'ml-100k'} (no path given); a given folder is never written.")
         return (
-            f"dataset {config.name!r} not found: {folder} lacks {missing}. Expected {source}: "
-            f"{atomic_names} (tab-separated, header name:type). {where}"
+            f"dataset {config.name!r} not found: {lacks}. Expected {source}: "
+            f"{atomic_names} (tab-separated, header name:type). {where}{fetch}"
         )
-    return f"dataset {config.name!r} not found: {folder} lacks {missing} (DataConfig.files). {where}"
+    return f"dataset {config.name!r} not found: {lacks} (DataConfig.files). {where}"
 
 
 def _synthetic():

@@ -4,6 +4,8 @@ Steps, in RecBole's order: ratings validated as integers 1..N; duplicate (user, 
 keep the last by timestamp (file order without one); interactions whose user / item is absent
 from a loaded user / item table are dropped; iterative k-core; ids remapped to 1..n (0 =
 padding) in order of first appearance; label = rating > threshold; seeded random split.
+An interaction-table token feature with a different value on every interaction (an index or row
+id under some name) is kept but flagged in stats["warnings"].
 """
 
 from __future__ import annotations
@@ -181,6 +183,8 @@ def _encode_table(table: RawTable, positions: np.ndarray, side: str, config: Dat
         if kind == "token":
             array, vocab = encode_tokens(values)
             field = Field(name, "token", side, vocab_size=vocab)
+            if side == "inter" and len(values) > 1 and vocab - 1 == len(values):
+                stats.setdefault("warnings", []).append(_unique_message(table, name, len(values)))
         elif kind == "token_seq":
             array, vocab = encode_token_seq(values, config.max_seq_len)
             field = Field(name, "token_seq", side, vocab_size=vocab, max_len=array.shape[1])
@@ -192,6 +196,14 @@ def _encode_table(table: RawTable, positions: np.ndarray, side: str, config: Dat
         out[name] = array if side == "inter" else _pad_row(array)
         fields.append(field)
     return fields
+
+
+def _unique_message(table: RawTable, name: str, count: int) -> str:
+    return (
+        f"{table.source}: field {name!r} has a different value on each of its {count:,} interactions "
+        "(an index or row id?); as a token feature it cannot generalise to new interactions. Leave it "
+        "out with load_col unless that is intended"
+    )
 
 
 def _pad_row(array: np.ndarray) -> np.ndarray:

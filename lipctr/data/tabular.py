@@ -4,11 +4,14 @@
 DataConfig.files names the files (default {"inter": "<stem>.csv"} or ".parquet"),
 DataConfig.columns renames raw columns to field names (user_id, item_id, rating, timestamp),
 DataConfig.field_types gives the kinds of feature fields (default token).
+Every loaded column needs a name: an empty or pandas-made name ("Unnamed: 0", a written index)
+is an error naming its position. A leading UTF-8 byte-order mark is ignored.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,11 @@ import pandas as pd
 from lipctr.data.config import DataConfig, dataset_dir
 from lipctr.data.errors import DataError
 from lipctr.data.raw import RawData, RawTable, first_bad, parse_float_seq, split_tokens
-from lipctr.data.text import MISSING, check_fields, line_layout, quoted_layout, read_columns
+from lipctr.data.text import (MISSING, check_fields, line_layout, quoted_layout, read_columns, separator_hint,
+                              strip_bom)
 
 NUMERIC_FIELDS = ("rating", "timestamp")
+PANDAS_NAMES = re.compile(r"Unnamed: \d+(_level_\d+)?")  # pandas' name for a nameless column
 
 
 def tabular_files(config: DataConfig) -> dict[str, Path]:
@@ -56,7 +61,22 @@ def _kind(field: str, config: DataConfig) -> str:
     return "float" if field in NUMERIC_FIELDS else (config.field_types or {}).get(field, "token")
 
 
+def _check_named(path: Path, header: list[str], columns) -> None:
+    """DataError at the first loaded column whose name is empty, or made up by pandas and not
+    asked for by name in load_col."""
+    for position, name in enumerate(header, start=1):
+        unnamed = not name.strip() or (columns is None and PANDAS_NAMES.fullmatch(name))
+        if unnamed and (columns is None or name in columns):
+            what = "has an empty name" if not name.strip() else f"has no real name ({name!r})"
+            raise DataError(
+                f"{path}: column {position} of the header {what}: an index written by pandas' to_csv "
+                "(write with index=False) or a trailing separator? Name or delete the column, or "
+                "list the columns to read with load_col"
+            )
+
+
 def _wanted(path: Path, header: list[str], columns, renames) -> list[str]:
+    _check_named(path, header, columns)
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: column(s) {duplicated} appear more than once in the header")
@@ -72,8 +92,8 @@ def _wanted(path: Path, header: list[str], columns, renames) -> list[str]:
 
 
 def _read_csv(path: Path, columns, renames: dict, config: DataConfig) -> RawTable:
-    data = path.read_bytes()
     encoding = config.encoding or "utf-8"
+    data = strip_bom(path.read_bytes(), encoding)
     separator = config.delimiter or ","
     quoted = b'"' in data
     try:
@@ -86,7 +106,11 @@ def _read_csv(path: Path, columns, renames: dict, config: DataConfig) -> RawTabl
         lines, counts = line_layout(data, separator)
     if len(lines) == 0:
         raise DataError(f"{path}: empty file, expected a header line of column names")
-    header = next(csv.reader([text.split("\n", 1)[0].rstrip("\r")], delimiter=separator))
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    header = next(csv.reader([first_line], delimiter=separator))
+    other = separator_hint(first_line, separator) if len(header) == 1 else None
+    if other:
+        raise DataError(f"{path} line 1: {other}, not {separator!r}-separated; set DataConfig.delimiter")
     wanted = _wanted(path, header, columns, renames)
     hint = f"{separator!r}-separated, header has {len(header)} columns"
     check_fields(str(path), lines, counts, len(header), hint)

@@ -6,6 +6,7 @@ is reported with its line number; blank lines are skipped and every row keeps it
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 
@@ -15,6 +16,25 @@ import pandas as pd
 from lipctr.data.errors import DataError
 
 MISSING = ["", "nan", "NaN", "NA", "null", "None"]
+OTHER_SEPARATORS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+def strip_bom(data: bytes, encoding: str) -> bytes:
+    """`data` without a leading UTF-8 byte-order mark (Excel writes one) when read as UTF-8."""
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig") and data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8):]
+    return data
+
+
+def separator_hint(header: str, separator: str) -> str | None:
+    """'looks comma-separated' when a one-cell header holds another common separator, else None."""
+    if separator in header:
+        return None
+    for other, name in OTHER_SEPARATORS.items():
+        if other != separator and other in header:
+            return f"the header has no {OTHER_SEPARATORS.get(separator, repr(separator))} but {name}s: " \
+                   f"the file looks {name}-separated"
+    return None
 
 
 def line_layout(data: bytes, separator: str) -> tuple[np.ndarray, np.ndarray]:

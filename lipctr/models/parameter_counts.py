@@ -1,6 +1,6 @@
 """Parameter counts of every registered backbone on the ML-100K schema, K = 1 and K = 5.
 
-    python -m lipctr.models.summary
+    python -m lipctr.models.parameter_counts
 
 The schema is written out by hand from RecBole's ml-100k atomic files (vocabulary sizes count
 the padding id 0): user_id 943 users, item_id 1,682 items, age 61 values, gender 2,

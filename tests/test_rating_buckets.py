@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lipctr.bandwidth import assign_classes, bucketize, quantile_levels, threshold_class
+from lipctr.rating_buckets import assign_classes, bucketize, quantile_levels, threshold_class
 
 
 def test_equal_mass_classes_match_ranks():

@@ -1,0 +1,87 @@
+"""A variant of a backbone: what its prediction head is and how its members are supervised.
+
+The paper compares two forms of every backbone:
+  orig    K = 1 logit, BCE on the binary label (lambda_r = 0);
+  smooth  K = N logits, one per rating, trained with eq. 13 at lambda_r (or a sweep of lambda_r
+          values trained as one ensemble, lambda x seeds).
+Everything that trains, evaluates, loads or reports a variant asks its `Variant` for the head
+width, the members and the loss options, instead of re-deriving them from the name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from lipctr.losses import LossConfig, check_aggregation
+
+Kind = Literal["orig", "smooth"]
+KINDS: tuple[Kind, ...] = ("orig", "smooth")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One ensemble member: a seed and the lambda_r it is trained with."""
+
+    seed: int
+    lambda_r: float
+
+    def label(self, sweep: bool) -> str:
+        """The member's name in outputs (metrics.csv, checkpoints/<label>/)."""
+        return f"seed{self.seed}_lambda{self.lambda_r:g}" if sweep else f"seed{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """name: the output folder (<run>/<name>/); kind: "orig" or "smooth";
+    lambdas: the lambda_r of each member group ((0.0,) for orig); sweep: members are labelled by
+    seed and lambda_r (a lambda_r sweep), else by seed."""
+
+    name: str
+    kind: Kind
+    lambdas: tuple[float, ...]
+    sweep: bool = False
+    aggregation: str = "prob"
+    scale_penalty: bool = True
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"variant {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.lambdas or not all(0.0 <= lam <= 1.0 for lam in self.lambdas):
+            raise ValueError(f"variant {self.name!r}: lambda_r values must lie in [0, 1], got {list(self.lambdas)}")
+        if self.kind == "orig" and self.lambdas != (0.0,):
+            raise ValueError(f"variant {self.name!r}: orig trains with lambda_r = 0 only, got {list(self.lambdas)}")
+        check_aggregation(self.aggregation, f"variant {self.name!r}: aggregation")
+
+    @property
+    def rating_head(self) -> bool:
+        """True when the head has one logit per rating (smooth), False for the K = 1 head."""
+        return self.kind == "smooth"
+
+    def num_outputs(self, num_ratings: int) -> int:
+        """The head width K."""
+        return num_ratings if self.rating_head else 1
+
+    def members(self, seeds) -> list[Member]:
+        """Every (lambda_r, seed) pair, lambda-major: [Member] of length len(lambdas) x len(seeds)."""
+        return [Member(int(seed), float(lam)) for lam in self.lambdas for seed in seeds]
+
+    def loss_config(self, threshold: int) -> LossConfig:
+        """The loss options; lambda_r is each member's own (the trainer carries it per member)."""
+        return LossConfig(lambda_r=self.lambdas[0], threshold=threshold, aggregation=self.aggregation,
+                          scale_penalty=self.scale_penalty)
+
+
+def orig(aggregation: str = "prob", scale_penalty: bool = True) -> Variant:
+    return Variant("orig", "orig", (0.0,), aggregation=aggregation, scale_penalty=scale_penalty)
+
+
+def smooth(lambda_r: float, aggregation: str = "prob", scale_penalty: bool = True) -> Variant:
+    return Variant("smooth", "smooth", (float(lambda_r),), aggregation=aggregation, scale_penalty=scale_penalty)
+
+
+def lambda_sweep(lambdas, name: str = "lambda_sweep", aggregation: str = "prob",
+                 scale_penalty: bool = True) -> Variant:
+    """smooth members for every lambda_r in `lambdas`, trained as one ensemble."""
+    return Variant(name, "smooth", tuple(float(lam) for lam in lambdas), sweep=True,
+                   aggregation=aggregation, scale_penalty=scale_penalty)
