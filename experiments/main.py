@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 import tomllib
@@ -18,6 +19,7 @@ from pathlib import Path
 import jax
 
 from lipctr import sharding
+from lipctr.checkpoint import CheckpointError
 from lipctr.data import DataError
 from lipctr.io import write_json_atomic
 from lipctr.ranking import ranking_candidates
@@ -29,23 +31,29 @@ from experiments.analysis import run_analyses
 from experiments.configs import ConfigError, load_config, merge, validate
 from experiments.report import write_report
 from experiments.run import run_variant
+from experiments.rundir import RunDirError, create_run_dir, lock_run_dir, read_run_config, resume_config
 from experiments.table import results_table
+
+
+DEFAULT_CONFIG = "dcnv2_ml100k"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__)
-    p.add_argument("--config", default="dcnv2_ml100k", help="<model>_<dataset> (e.g. dcnv2_ml1m) or a .toml file")
+    p.add_argument("--config", help=f"<model>_<dataset> (e.g. dcnv2_ml1m) or a .toml file (default {DEFAULT_CONFIG})")
     p.add_argument("--variant", choices=["orig", "smooth", "both"], help="default: both")
     p.add_argument("--lambda-r", type=float, help="lambda_r of the smooth variant")
     p.add_argument("--lambda-sweep", help="comma-separated lambda_r values trained as one ensemble, e.g. 0.1,0.3,0.5,0.7,0.9")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 2020,2021 (default 2020-2024)")
-    p.add_argument("--epochs", type=int, help="maximum number of epochs")
+    p.add_argument("--epochs", type=int, help="maximum number of epochs (with --resume: train longer)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.learning_rate=5e-3 (value in TOML syntax)")
-    p.add_argument("--runs-dir", default="runs", help="where run directories are created")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
+    p.add_argument("--runs-dir", help="where run directories are created (default runs)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run in RUN_DIR with its stored config (only --epochs, --mesh, "
+                        "--no-progress and --analysis may be given with it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--analysis", default="none",
+    p.add_argument("--analysis",
                    help="after training: 'all' or a comma list of lambda (Fig. 4 sweep), analyses (weight norms, "
                         "noise, Lipschitz), report; 'none' (default) only trains")
     p.add_argument("--models", help="'all': run the config's dataset for all seven backbones (<model>_<dataset>); the lambda "
@@ -70,6 +78,21 @@ def _parse_value(text: str):
         return text
 
 
+def _parse_list(flag: str, text: str, kind, example: str) -> list:
+    """Comma-separated values of `kind`; ConfigError naming the flag for an empty list or a bad item."""
+    what = "integers" if kind is int else "numbers"
+    if not text.strip():
+        raise ConfigError(f"{flag} {text!r}: empty; expected comma-separated {what}, e.g. {example}")
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(kind(item.strip()))
+        except ValueError:
+            raise ConfigError(f"{flag} {text!r}: {item.strip()!r} is not one of the comma-separated {what} "
+                              f"expected, e.g. {example}") from None
+    return values
+
+
 def _set_key(config: dict, dotted: str, value) -> dict:
     update: dict = {}
     node = update
@@ -81,13 +104,12 @@ def _set_key(config: dict, dotted: str, value) -> dict:
 
 
 def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
-    """The config (`name`, default --config) with the command line's overrides applied and validated."""
+    """The config (`name`, default --config) with the command line's overrides applied and validated;
+    with --resume the run's stored config (see `resume_config`)."""
     if args.resume:
-        path = Path(args.resume) / "config.json"
-        if not path.is_file():
-            raise ConfigError(f"--resume {args.resume}: no config.json there; is it a run directory?")
-        return validate(json.loads(path.read_text()), source=str(path))
-    config = load_config(name or args.config)
+        return resume_config(args)[0]
+    name = name or args.config or DEFAULT_CONFIG
+    config = load_config(name)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.learning_rate=5e-3")
@@ -97,19 +119,16 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
         config["variants"] = ["orig", "smooth"] if args.variant == "both" else [args.variant]
     if args.lambda_r is not None:
         config["loss"]["lambda_r"] = args.lambda_r
-    if args.lambda_sweep:
-        config["lambda_sweep"] = [float(x) for x in args.lambda_sweep.split(",")]
-    if args.seeds:
-        try:
-            config["seeds"] = [int(x) for x in args.seeds.split(",")]
-        except ValueError:
-            raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if args.lambda_sweep is not None:
+        config["lambda_sweep"] = _parse_list("--lambda-sweep", args.lambda_sweep, float, "0.1,0.3,0.5")
+    if args.seeds is not None:
+        config["seeds"] = _parse_list("--seeds", args.seeds, int, "2020,2021")
     if args.epochs is not None:
         config["train"]["max_epochs"] = args.epochs
     config = data_source.apply_flags(config, args)
     if args.mesh is not None:
         config["mesh"] = args.mesh
-    return validate(config, source=name or args.config)
+    return validate(config, source=name)
 
 
 ANALYSES = ("lambda", "analyses", "report")
@@ -117,8 +136,16 @@ LAMBDA_SWEEP = [0.1, 0.3, 0.5, 0.7, 0.9]
 FIGURE4_MODELS = ("dcnv2", "widedeep", "xdeepfm")  # the paper's Figure 4; --models all sweeps these
 
 
-def parse_analyses(text: str) -> tuple[str, ...]:
-    if text == "none":
+class Interrupted(Exception):
+    """Ctrl-C while training in `run_dir`."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+def parse_analyses(text: str | None) -> tuple[str, ...]:
+    if text in (None, "none"):
         return ()
     if text == "all":
         return ANALYSES
@@ -134,39 +161,72 @@ def resolve_configs(args: argparse.Namespace) -> list[dict]:
     config = resolve_config(args)
     if not args.models:
         return [config]
-    if args.models != "all" or args.resume:
-        raise ConfigError("--models takes 'all' (and cannot be combined with --resume)")
+    if args.models != "all":
+        raise ConfigError(f"--models {args.models!r}: expected 'all'")
     return [resolve_config(args, f"{model}_{config['dataset']}") for model in MODEL_NAMES]
 
 
-def run_config(config: dict, dataset, args, analyses, mesh=None, sweep_lambda: bool = True) -> Path:
+def test_candidates(config: dict, dataset):
+    """The test split's ranking candidates of a config; ConfigError if eval.num_negatives exceeds
+    the items some test user never interacted with (the only items it can be ranked against)."""
+    ev = config["eval"]
+    try:
+        return ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
+    except ValueError as error:
+        raise ConfigError(f"key 'eval.num_negatives' = {ev['num_negatives']}: {error}") from None
+
+
+def run_stamp() -> str:
+    """A new run directory's name: the local time to the second."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _open_run_dir(config: dict, args: argparse.Namespace, name: str) -> tuple[Path, int | None]:
+    """The run directory (new, or --resume's), locked, with config.json written; (path, lock)."""
+    primary = sharding.is_primary()
+    if args.resume:
+        run_dir = Path(args.resume)
+        lock = lock_run_dir(run_dir)
+        if primary and read_run_config(run_dir) != config:
+            write_json_atomic(run_dir / "config.json", config)  # what --epochs / --mesh changed
+    else:
+        parent = Path(args.runs_dir or "runs") / name
+        made = create_run_dir(parent, run_stamp()).name if primary else ""
+        run_dir = parent / sharding.broadcast_text(made)
+        lock = lock_run_dir(run_dir)
+        if primary:
+            write_json_atomic(run_dir / "config.json", config)
+    sharding.barrier(f"run directory {run_dir}")
+    return run_dir, lock
+
+
+def run_config(config: dict, dataset, args, analyses, mesh=None, sweep_lambda: bool = True,
+               candidates=None) -> Path:
     """Train one config's variants (and the lambda sweep and analyses asked for); its run dir.
     In a multi-host run every process trains, process 0 alone creates and writes files."""
     name = f"{config['model']}_{config['dataset']}"
     primary = sharding.is_primary()
-    if args.resume:
-        run_dir = Path(args.resume)
-    else:
-        stamp = sharding.broadcast_text(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-        run_dir = Path(args.runs_dir) / name / stamp
+    candidates = test_candidates(config, dataset) if candidates is None else candidates
+    run_dir, lock = _open_run_dir(config, args, name)
+    try:
         if primary:
-            run_dir.mkdir(parents=True, exist_ok=False)
-            write_json_atomic(run_dir / "config.json", config)
-        sharding.barrier(f"run directory {run_dir}")
-    if primary:
-        print(f"{name}: {len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
-    ev = config["eval"]
-    candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
-    start = time.perf_counter()
-    progress = not args.no_progress
-    finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress, mesh=mesh) for v in config["variants"]}
-    if "lambda" in analyses and sweep_lambda:
-        sweep = {**config, "lambda_sweep": config["lambda_sweep"] or LAMBDA_SWEEP}
-        finals["lambda_sweep"] = run_variant(sweep, dataset, "smooth", run_dir, candidates, progress, "lambda_sweep",
-                                             mesh=mesh)
+            print(f"{name}: {len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
+        start = time.perf_counter()
+        progress = not args.no_progress
+        finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress, mesh=mesh)
+                  for v in config["variants"]}
+        if "lambda" in analyses and sweep_lambda:
+            sweep = {**config, "lambda_sweep": config["lambda_sweep"] or LAMBDA_SWEEP}
+            finals["lambda_sweep"] = run_variant(sweep, dataset, "smooth", run_dir, candidates, progress,
+                                                 "lambda_sweep", mesh=mesh)
+    except KeyboardInterrupt:
+        raise Interrupted(run_dir) from None
+    finally:
+        if lock is not None:
+            os.close(lock)
     if not primary:
         return run_dir
-    print(results_table(finals, tuple(ev["ks"])))
+    print(results_table(finals, tuple(config["eval"]["ks"])))
     if "analyses" in analyses:
         run_analyses(run_dir, dataset, config["variants"])
     print(f"{name}: wall time {time.perf_counter() - start:.1f} s; outputs in {run_dir}\n")
@@ -181,16 +241,36 @@ def start_devices(args: argparse.Namespace, spec: str):
 
 
 def main(argv=None) -> int:
+    """The CLI; exit code 0, 2 for bad input (one `error:` line, nothing written), 130 on Ctrl-C."""
     sharding.deterministic_gpu_ops()
     args = parse_args(argv)
     try:
-        analyses = parse_analyses(args.analysis)
-        configs = resolve_configs(args)
-        mesh = start_devices(args, configs[0]["mesh"] if args.mesh is None else args.mesh)
-        dataset = data_source.load(configs[0])
-    except (ConfigError, DataError, sharding.MeshError) as error:
+        return _main(args)
+    except (ConfigError, DataError, sharding.MeshError, CheckpointError, RunDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"interrupted; continue with: python -m experiments.main --resume {stop.run_dir}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted before any training; nothing to resume", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    analyses = parse_analyses(args.analysis)
+    configs = resolve_configs(args)
+    if args.resume and sharding.is_primary():
+        notes = resume_config(args)[1]
+        print(f"--resume {args.resume}: stored config" + (f"; applied {'; '.join(notes)}" if notes else ""),
+              file=sys.stderr)
+    mesh = start_devices(args, configs[0]["mesh"])
+    dataset = data_source.load(configs[0])
+    candidates = {}
+    for config in configs:  # every config's bound on eval.num_negatives, before any run directory
+        key = json.dumps(config["eval"], sort_keys=True)
+        if key not in candidates:
+            candidates[key] = test_candidates(config, dataset)
     if jax.process_count() > 1 and {"analyses", "report"} & set(analyses):
         analyses = tuple(a for a in analyses if a == "lambda")
         if sharding.is_primary():
@@ -201,11 +281,12 @@ def main(argv=None) -> int:
         print(f"{dataset.name}: {dataset.stats.get('interactions', 0):,} interactions, train/valid/test "
               f"{len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}", file=sys.stderr)
     run_dirs = [run_config(config, dataset, args, analyses, mesh,
-                           sweep_lambda=len(configs) == 1 or config["model"] in FIGURE4_MODELS)
+                           sweep_lambda=len(configs) == 1 or config["model"] in FIGURE4_MODELS,
+                           candidates=candidates[json.dumps(config["eval"], sort_keys=True)])
                 for config in configs]
     if "report" in analyses:
         out = run_dirs[0] if len(run_dirs) == 1 else (
-            Path(args.runs_dir) / f"study_{configs[0]['dataset']}" / run_dirs[0].name)
+            Path(args.runs_dir or "runs") / f"study_{configs[0]['dataset']}" / run_dirs[0].name)
         print(f"report: {write_report(run_dirs, out)}")
     return 0
 

@@ -6,7 +6,8 @@ Outputs under `<run_dir>/<variant>/`, each written atomically:
   predictions.npz    test labels, ratings, click probabilities [M, n] and logits [M, n, K]
   checkpoints/<member>/  orbax checkpoint of each member's best params (and batch statistics)
   run_schema.json, run_tables.npz  model, schema, vocabularies, feature tables (lipctr.run_files)
-  state/             the latest resumable state (params, optimiser, keys, early stopping)
+  state/             the two newest resumable states (params, optimiser, keys, early stopping),
+                     with their array digests, member labels and training seconds so far
 
 With a `mesh` (lipctr.sharding) the ensemble is sharded over devices and processes; padding members
 never reach an output, only process 0 writes the files above, and every process takes part in
@@ -36,6 +37,8 @@ from lipctr.run_files import write_run_files
 from lipctr.train import Trainer, TrainConfig, fit, to_device
 
 from experiments.configs import model_hparams
+from experiments.history import history_rows, read_history
+from experiments.rundir import RunDirError
 
 METRIC_KEYS = ("auc", "logloss")
 
@@ -71,26 +74,6 @@ def build_trainer(config: dict, dataset: Dataset, variant: str, mesh=None) -> Tr
     return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid), mesh)
 
 
-def _history_rows(record, members: list[Member], sweep: bool) -> list[dict]:
-    return [
-        {
-            "epoch": record.epoch,
-            "member": m.label(sweep),
-            "seed": m.seed,
-            "lambda_r": m.lambda_r,
-            "train_loss": float(record.stats.loss[i]),
-            "user_grad_norm": float(record.stats.user_grad_norm[i]),
-            "item_grad_norm": float(record.stats.item_grad_norm[i]),
-            "valid_auc": float(record.valid_auc[i]),
-            "valid_logloss": float(record.valid_logloss[i]),
-            "stopped": bool(record.stopped[i]),
-            "train_seconds": record.train_seconds,
-            "eval_seconds": record.eval_seconds,
-        }
-        for i, m in enumerate(members)
-    ]
-
-
 def _summary(values: np.ndarray) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
@@ -123,27 +106,79 @@ def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidat
     return results, {"arrays": arrays, "test_seconds": test_seconds}
 
 
+def _log(text: str) -> None:
+    if sharding.is_primary():
+        print(text, file=sys.stderr)
+
+
+def _read_final(path: Path, labels: list[str]) -> dict:
+    try:
+        final = json.loads(path.read_text(encoding="utf-8"))
+        found = [m["member"] for m in final["members"]]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise RunDirError(f"{path}: damaged ({type(error).__name__}: {error}); delete it to evaluate again") from None
+    if found != labels:
+        raise RunDirError(f"{path} holds members {found}, but config.json asks for {labels} (was it edited?)")
+    return final
+
+
+def _saved_history(checkpoints: StateCheckpoints, labels: list[str], metrics_path: Path) -> list[dict]:
+    """Before anything is built: the saved state's members must be the config's, and metrics.csv
+    must hold the history up to the newest saved epoch; that history."""
+    latest = checkpoints.latest_epoch()
+    saved = checkpoints.info(latest).get("members")
+    if saved is not None and saved != labels:
+        raise RunDirError(f"{checkpoints.directory}: the saved state holds members {saved}, but config.json asks "
+                          f"for {labels} (was it edited?)")
+    return read_history(metrics_path, labels, latest)
+
+
+def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, es, config: dict, num: int, name: str):
+    """(state, es, epoch, info) of the newest intact saved state. Early stopping is re-derived
+    for the config's max_epochs, so a longer run continues the members the epoch limit stopped,
+    while those stopped by patience or divergence stay stopped."""
+    restored = checkpoints.restore(trainer.real_members({"state": state, "es": es}, num), _log)
+    epoch = checkpoints.latest_epoch()
+    train_config = config["train"]
+    r_state, r_es = restored["state"], restored["es"]
+    stopped = r_es.diverged | (r_es.bad_epochs >= train_config["patience"]) | (r_state.epoch >= train_config["max_epochs"])
+    state, es = trainer.with_members((state, es), (r_state, r_es._replace(stopped=stopped)))
+    done = int(np.sum(sharding.to_host(stopped)))
+    _log(f"resuming {name} from epoch {epoch} of {train_config['max_epochs']}, {num} members"
+         + (f" ({done} stopped)" if done else ""))
+    return state, es, epoch, checkpoints.info(epoch)
+
+
 def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
                 progress: bool = True, output: str | None = None, mesh=None) -> dict:
     """Train (or resume) one variant to the end and write its outputs to `<run_dir>/<output>/`
-    (output defaults to the variant's name); returns final.json's content."""
-    out = run_dir / (output or variant)
+    (output defaults to the variant's name); returns final.json's content. A finished variant is
+    read back, unless it was trained for fewer max_epochs than the config now asks for."""
+    name = output or variant
+    out = run_dir / name
     final_path = out / "final.json"
-    if final_path.exists():
-        return json.loads(final_path.read_text())
     members = members_of(config, variant)
     num = len(members)
     sweep = variant == "smooth" and bool(config["lambda_sweep"])
+    labels = [m.label(sweep) for m in members]
+    max_epochs = config["train"]["max_epochs"]
+    if final_path.exists():
+        final = _read_final(final_path, labels)
+        if final.get("max_epochs", max_epochs) == max_epochs:
+            _log(f"{name}: already complete, {num} members ({final_path})")
+            return final
+        _log(f"{name}: trained for max_epochs {final['max_epochs']}; continuing to {max_epochs}")
+    checkpoints = StateCheckpoints(out / "state")
+    resuming = checkpoints.latest_epoch() is not None
+    history = _saved_history(checkpoints, labels, out / "metrics.csv") if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh)
     train, valid = to_device(dataset.train, mesh), to_device(dataset.valid, mesh)
     state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members])
-    checkpoints = StateCheckpoints(out / "state")
-    history: list[dict] = []
-    if checkpoints.latest_epoch() is not None:
-        restored = checkpoints.restore(trainer.real_members({"state": state, "es": es}, num))
-        state, es = trainer.with_members((state, es), (restored["state"], restored["es"]))
-        epoch_done = checkpoints.latest_epoch()
-        history = [r for r in pd.read_csv(out / "metrics.csv").to_dict("records") if r["epoch"] <= epoch_done]
+    seconds_before = 0.0
+    if resuming:
+        state, es, epoch_done, info = _restore(checkpoints, trainer, state, es, config, num, name)
+        history = [row for row in history if row["epoch"] <= epoch_done]  # older if the newest was damaged
+        seconds_before = float(info.get("train_seconds", 0.0))
 
     model_name = config["model"]
     bar = tqdm(total=config["train"]["max_epochs"], initial=len(history) // max(len(members), 1),
@@ -153,11 +188,13 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     reported_divergence = set()
 
     def on_epoch(state, es, record):
-        history.extend(_history_rows(record, members, sweep))
+        history.extend(history_rows(record, labels, members))
         if sharding.is_primary():
             write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
         if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
-            checkpoints.save(record.epoch, trainer.real_members({"state": state, "es": es}, num))
+            seconds = seconds_before + time.perf_counter() - start
+            checkpoints.save(record.epoch, trainer.real_members({"state": state, "es": es}, num),
+                             {"members": labels, "train_seconds": seconds})
         for i in np.flatnonzero(record.diverged[:num]):
             if i not in reported_divergence:
                 reported_divergence.add(i)
@@ -174,7 +211,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     start = time.perf_counter()
     state, es = fit(trainer, state, es, train, valid, on_epoch)
     bar.close()
-    train_seconds_total = time.perf_counter() - start
+    train_seconds_total = seconds_before + time.perf_counter() - start  # all sessions' training
 
     results, extra = evaluate_test(trainer, es, dataset, config, candidates, num)
     if sharding.is_primary():
@@ -194,6 +231,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
         "variant": variant,
         "num_outputs": trainer.model.num_outputs,
         "lambda_sweep": config["lambda_sweep"] if sweep else [],
+        "max_epochs": max_epochs,
         "members": [
             {
                 "member": m.label(sweep),

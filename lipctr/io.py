@@ -1,4 +1,9 @@
-"""Atomic writes: a result file either exists whole or not at all."""
+"""Atomic writes: a file either exists whole or not at all.
+
+The one writer of the project's output and data files: a temporary file beside the target,
+fsync'ed, given the usual permissions (0666 less the umask, as `open` would give; mkstemp's
+0600 would not be), then renamed onto the target.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,39 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call write(handle) on a temporary file beside `path`, fsync it, then os.replace it onto
+    `path`. On any error the temporary file is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    write_atomically(path, lambda handle: handle.write(data))
 
 
 def write_text_atomic(path, text: str) -> None:

@@ -107,8 +107,8 @@ def test_outputs_and_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny):
 
     original_save = StateCheckpoints.save
 
-    def save_then_interrupt(self, epoch, tree):
-        original_save(self, epoch, tree)
+    def save_then_interrupt(self, epoch, tree, info=None):
+        original_save(self, epoch, tree, info)
         if epoch == 2:
             raise Interrupt
         assert epoch % 2 == 0 or epoch == config["train"]["max_epochs"]

@@ -202,11 +202,15 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: {error}") from None
     if not set(config["variants"]) <= {"orig", "smooth"} or not config["variants"]:
         raise ConfigError(f"{source}: key 'variants' must list 'orig' and/or 'smooth', got {config['variants']!r}")
-    if not config["seeds"] or not all(isinstance(s, int) and s >= 0 for s in config["seeds"]):
-        raise ConfigError(f"{source}: key 'seeds' must be a non-empty list of non-negative ints")
+    if not config["seeds"] or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                      for s in config["seeds"]):
+        raise ConfigError(f"{source}: key 'seeds' must be a non-empty list of non-negative ints, got {config['seeds']!r}")
+    _check_distinct(config["seeds"], "seeds", source)
     for lam in [config["loss"]["lambda_r"], *config["lambda_sweep"]]:
-        if not 0.0 <= float(lam) <= 1.0:
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
             raise ConfigError(f"{source}: lambda_r values must lie in [0, 1], got {lam!r}")
+    _check_distinct(config["lambda_sweep"], "lambda_sweep", source)
+    _check_training_numbers(config, source)
     if config["mesh"]:
         try:
             parse_mesh(config["mesh"])
@@ -218,10 +222,32 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: key 'eval.relevance' must be 'positive' or 'any'")
     if config["checkpoint_every"] < 1:
         raise ConfigError(f"{source}: key 'checkpoint_every' must be >= 1, got {config['checkpoint_every']}")
-    for key in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
-        if config["train"][key] < 1:
-            raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {config['train'][key]}")
     return config
+
+
+def _check_distinct(values: list, key: str, source: str) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: key {key!r} lists {repeated} more than once; each member needs its own value")
+
+
+def _check_training_numbers(config: dict, source: str) -> None:
+    """Ranges of the numeric train and eval keys (the dataset-dependent upper bound of
+    eval.num_negatives is checked when the ranking candidates are drawn, before any output)."""
+    train, ev = config["train"], config["eval"]
+    for key in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
+        if train[key] < 1:
+            raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {train[key]}")
+    if not 0 < train["learning_rate"] < float("inf"):
+        raise ConfigError(f"{source}: key 'train.learning_rate' must be a positive number, got {train['learning_rate']}")
+    if not 0 <= train["weight_decay"] < float("inf"):
+        raise ConfigError(f"{source}: key 'train.weight_decay' must be >= 0, got {train['weight_decay']}")
+    if ev["num_negatives"] < 1:
+        raise ConfigError(f"{source}: key 'eval.num_negatives' must be >= 1 (items ranked against each positive), "
+                          f"got {ev['num_negatives']}")
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ev["ks"]):
+        raise ConfigError(f"{source}: key 'eval.ks' must list cutoffs k >= 1 (NDCG@k, Recall@k), got {ev['ks']!r}")
+    _check_distinct(ev["ks"], "eval.ks", source)
 
 
 def model_hparams(config: dict) -> dict:

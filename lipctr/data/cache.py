@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lipctr.data.atomic_write import write_atomically
 from lipctr.data.config import DataConfig
 from lipctr.data.schema import Dataset, Schema, Split
+from lipctr.io import write_atomically
 
 CACHE_VERSION = 3  # 2: readers reject nameless columns and accept BOMs; stats["warnings"]. 3: raw-id vocabularies
 SPLITS = ("train", "valid", "test")

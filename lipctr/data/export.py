@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lipctr.data.atomic_write import write_atomically
 from lipctr.data.errors import DataError
 from lipctr.data.raw import RawData
+from lipctr.io import write_atomically
 
 
 def write_atomic(raw: RawData, folder: Path, stem: str, separator: str = " ") -> list[Path]:

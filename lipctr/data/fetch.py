@@ -18,9 +18,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from lipctr.data.atomic_write import write_atomically
 from lipctr.data.config import DataConfig, datasets_root, get_preset, preset_key
 from lipctr.data.errors import DataError
+from lipctr.io import write_atomically
 
 REQUIREMENT = "recbole==1.2.1"
 MEMBER_DIR = "recbole/dataset_example/ml-100k/"
