@@ -24,7 +24,7 @@ import time
 import jax
 
 from lipctr.data.schema import Split
-from lipctr.data.synthetic import synthetic_dataset
+from lipctr.data import synthetic_dataset
 from lipctr.losses import LossConfig
 from lipctr.models import build_model
 from lipctr.train import Trainer, TrainConfig, to_device

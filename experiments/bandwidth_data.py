@@ -9,7 +9,7 @@ import numpy as np
 
 from lipctr.rating_buckets import Buckets, bucketize
 from lipctr.data.schema import Dataset, Split
-from lipctr.data.synthetic import synthetic_dataset
+from lipctr.data import synthetic_dataset
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,8 @@ import pytest
 
 from lipctr.rating_buckets import signal_to_ratings
 from lipctr.data import DataConfig, load_dataset
-from lipctr.data.synthetic import SyntheticSizes, synthetic_dataset
+from lipctr.data import synthetic_dataset
+from lipctr.data.synthetic import SyntheticSizes
 
 from experiments import bandwidth as bw
 from experiments import bandwidth_data as bwd

@@ -5,12 +5,12 @@ synthetic planted-preference generator."""
 from lipctr.data.config import PRESETS, DataConfig, dataset_dir, datasets_root, get_preset
 from lipctr.data.encode import sequence_lengths
 from lipctr.data.errors import DataError, DatasetNotFoundError, DataWarning
-from lipctr.data.loader import load_dataset, read_raw
+from lipctr.data.loader import load_dataset, read_raw, synthetic_dataset
 from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData, RawTable
 from lipctr.data.schema import Dataset, Field, Schema, Split
 from lipctr.data.summary import format_summary
-from lipctr.data.synthetic import synthetic_dataset, synthetic_raw
+from lipctr.data.synthetic import synthetic_raw
 
 __all__ = [
     "PRESETS", "DataConfig", "DataError", "DataWarning", "Dataset", "DatasetNotFoundError", "Field", "RawData",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lipctr.data.config import DataConfig, datasets_root, get_preset, preset_key
 from lipctr.data.errors import DataError
+from lipctr.data.locate import not_found_message
 from lipctr.io import write_atomically
 
 REQUIREMENT = "recbole==1.2.1"
@@ -113,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = preset_key(args.dataset)
         if key != "ml100k":
-            from lipctr.data.loader import not_found_message
-
             print(f"{args.dataset} cannot be fetched here. " + not_found_message(_config_for(key, args.root)),
                   file=sys.stderr)
             return 2

@@ -9,29 +9,20 @@ DatasetNotFoundError naming the files and the folder.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from lipctr.data import atomic, grouplens, tabular
+from lipctr.data import atomic, grouplens, synthetic, tabular
 from lipctr.data.cache import cache_key, load_cache, save_cache
-from lipctr.data.config import DATA_ENV, DataConfig, dataset_dir, datasets_root
-from lipctr.data.errors import DataError, DataWarning, DatasetNotFoundError
+from lipctr.data.config import DataConfig, dataset_dir
+from lipctr.data.errors import DataError, DataWarning
+from lipctr.data.fetch import fetch_ml100k
+from lipctr.data.locate import fetchable, present_files, resolve_format, wanted_files
 from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData
 from lipctr.data.schema import Dataset
-
-SOURCES = {
-    "ml-1m": "GroupLens's ml-1m.zip (https://grouplens.org/datasets/movielens/1m/), or the "
-    "ratings.dat, users.dat and movies.dat extracted from it (directly or in an ml-1m/ sub-folder)",
-    "yelp2018": "RecBole's yelp2018 atomic files (RUCAIBox/RecSysDatasets, converted from "
-    "https://www.yelp.com/dataset)",
-    "amazon-book": "RecBole's Amazon_Books atomic files (RUCAIBox/RecSysDatasets, converted from "
-    "http://jmcauley.ucsd.edu/data/amazon/)",
-}
-
 
 def load_dataset(config: DataConfig, cache: bool = True) -> Dataset:
     """The preprocessed dataset of `config`, from <folder>/cache/ when an entry matches the
@@ -68,7 +59,7 @@ def _load(config: DataConfig, cache: bool) -> tuple[Dataset, dict[str, np.ndarra
 
 def cache_file(config: DataConfig) -> Path:
     """<dataset folder>/cache/<name>-<key>.npz for the current files and config (format resolved)."""
-    extra = {"generator": _synthetic().GENERATOR_VERSION} if config.format == "synthetic" else None
+    extra = {"generator": synthetic.GENERATOR_VERSION} if config.format == "synthetic" else None
     key = cache_key(config, source_files(config), extra)
     return dataset_dir(config) / "cache" / f"{config.name}-{key[:20]}.npz"
 
@@ -76,7 +67,7 @@ def cache_file(config: DataConfig) -> Path:
 def read_raw(config: DataConfig) -> RawData:
     """The raw tables of `config` (format already resolved, files present)."""
     if config.format == "synthetic":
-        return _synthetic().synthetic_raw(config.name, config.synthetic_seed, num_ratings=config.num_ratings)
+        return synthetic.synthetic_raw(config.name, config.synthetic_seed, num_ratings=config.num_ratings)
     readers = {"atomic": atomic.read_atomic, "grouplens": grouplens.read_grouplens,
                "csv": tabular.read_tabular, "parquet": tabular.read_tabular}
     if config.field_types and config.format in ("atomic", "grouplens"):
@@ -95,68 +86,31 @@ def read_raw(config: DataConfig) -> RawData:
     return raw
 
 
-def resolve_format(config: DataConfig) -> DataConfig:
-    """Format "auto" -> "atomic" when <stem>.inter exists, else "grouplens"."""
-    if config.format != "auto":
-        return config
-    has_atomic = (dataset_dir(config) / f"{config.stem}.inter").is_file()
-    return dataclasses.replace(config, format="atomic" if has_atomic else "grouplens")
-
-
 def source_files(config: DataConfig) -> list[Path]:
     """The files the dataset is read from, else DatasetNotFoundError. ML-100K is fetched when
     absent, but only into the default folder (config.path None), never into a user's folder."""
-    if config.format == "synthetic":
-        return []
-    if config.format == "grouplens":
-        files = grouplens.source_files(config)
-        if files is None:
-            raise DatasetNotFoundError(not_found_message(config))
-        return files
-    wanted = atomic.atomic_files(config) if config.format == "atomic" else tabular.tabular_files(config)
-    if fetchable(config) and not all(p.is_file() for p in wanted.values()):
-        from lipctr.data.fetch import fetch_ml100k
-
+    if fetchable(config) and not all(p.is_file() for p in wanted_files(config).values()):
         fetch_ml100k(dataset_dir(config))
-    if not all(p.is_file() for p in wanted.values()):
-        raise DatasetNotFoundError(not_found_message(config))
-    return list(wanted.values())
+    return present_files(config)
 
 
-def fetchable(config: DataConfig) -> bool:
-    """Whether missing files may be fetched: ML-100K's atomic files in the default folder only."""
-    return config.path is None and config.format == "atomic" and config.stem == "ml-100k"
+def synthetic_dataset(preset: str | synthetic.SyntheticSizes = "tiny", seed: int = 0, *, num_ratings: int = 5,
+                      threshold: int | None = None, proportions=None, return_preference: bool = False,
+                      cache: bool = False, **overrides):
+    """The synthetic preset through the normal preprocessing -> Dataset.
 
-
-def not_found_message(config: DataConfig) -> str:
-    """Which files to put in which folder for `config`."""
-    config = resolve_format(config)
-    folder = dataset_dir(config)
-    where = f"Put them in {folder}/" + (
-        "." if config.path is not None else f" (or set DataConfig.path, or ${DATA_ENV} for the datasets root).")
-    atomic_names = ", ".join(f"{config.stem}.{t}" for t in (config.load_col or {"inter": 0}))
-    if config.format == "grouplens" or config.name == "ml-1m":
-        return (
-            f"dataset {config.name!r} not found in {folder}: expected {SOURCES['ml-1m']}, "
-            f"or RecBole's atomic {atomic_names}. {where}"
-        )
-    wanted = atomic.atomic_files(config) if config.format == "atomic" else tabular.tabular_files(config)
-    missing = ", ".join(p.name for p in wanted.values() if not p.is_file())
-    lacks = f"{folder} lacks {missing}" if folder.is_dir() else f"folder {folder} does not exist (expected {missing})"
-    if config.format == "atomic":
-        source = SOURCES.get(config.name, "the RecBole atomic files")
-        fetch = ""
-        if config.stem == "ml-100k":
-            fetch = (f" ML-100K is fetched automatically only into the default folder "
-                     f"{datasets_root() / 'ml-100k'} (no path given); a given folder is never written.")
-        return (
-            f"dataset {config.name!r} not found: {lacks}. Expected {source}: "
-            f"{atomic_names} (tab-separated, header name:type). {where}{fetch}"
-        )
-    return f"dataset {config.name!r} not found: {lacks} (DataConfig.files). {where}"
-
-
-def _synthetic():
-    from lipctr.data import synthetic
-
-    return synthetic
+    With return_preference, -> (dataset, {split: continuous preference float64 [n]}) aligned with
+    each split's rows (e.g. to re-bucket into other numbers of classes). `overrides` are
+    DataConfig fields (k_core, split_ratios, split_seed, ...); cache=True uses the on-disk cache
+    (named presets with default proportions only).
+    """
+    config = synthetic.synthetic_config(preset, seed, num_ratings, threshold, **overrides)
+    if isinstance(preset, str) and proportions is None and not return_preference:
+        return load_with_rows(config, cache)[0]
+    raw, preference = synthetic.synthetic_raw(preset, seed, num_ratings=num_ratings, proportions=proportions,
+                                    return_preference=True)
+    dataset, rows = preprocess(raw, config)
+    dataset.stats["source"] = "synthetic"
+    if not return_preference:
+        return dataset
+    return dataset, {name: preference[part] for name, part in rows.items()}

@@ -24,7 +24,6 @@ import pandas as pd
 from lipctr.data.config import DataConfig
 from lipctr.data.errors import DataError
 from lipctr.data.raw import RawData, RawTable
-from lipctr.data.schema import Dataset
 
 GENERATOR_VERSION = 1
 DIM = 8
@@ -142,31 +141,6 @@ def synthetic_config(preset: str | SyntheticSizes = "tiny", seed: int = 0, num_r
                     threshold=default_threshold(num_ratings) if threshold is None else threshold,
                     synthetic_seed=seed)
     return DataConfig(**{**settings, **overrides})
-
-
-def synthetic_dataset(preset: str | SyntheticSizes = "tiny", seed: int = 0, *, num_ratings: int = 5,
-                      threshold: int | None = None, proportions=None, return_preference: bool = False,
-                      cache: bool = False, **overrides):
-    """The synthetic preset through the normal preprocessing -> Dataset.
-
-    With return_preference, -> (dataset, {split: continuous preference float64 [n]}) aligned with
-    each split's rows (e.g. to re-bucket into other numbers of classes). `overrides` are
-    DataConfig fields (k_core, split_ratios, split_seed, ...); cache=True uses the on-disk cache
-    (named presets with default proportions only).
-    """
-    from lipctr.data.loader import load_with_rows
-    from lipctr.data.preprocess import preprocess
-
-    config = synthetic_config(preset, seed, num_ratings, threshold, **overrides)
-    if isinstance(preset, str) and proportions is None and not return_preference:
-        return load_with_rows(config, cache)[0]
-    raw, preference = synthetic_raw(preset, seed, num_ratings=num_ratings, proportions=proportions,
-                                    return_preference=True)
-    dataset, rows = preprocess(raw, config)
-    dataset.stats["source"] = "synthetic"
-    if not return_preference:
-        return dataset
-    return dataset, {name: preference[part] for name, part in rows.items()}
 
 
 def _rowwise_dot(left: np.ndarray, right: np.ndarray, rows_left, rows_right, chunk: int = 1 << 20) -> np.ndarray:
