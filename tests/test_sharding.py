@@ -69,8 +69,8 @@ if mode == "layouts":
     run("seeds4", "seeds=4")
     save = StateCheckpoints.save
 
-    def save_then_interrupt(self, epoch, tree):
-        save(self, epoch, tree)
+    def save_then_interrupt(self, epoch, tree, info=None):
+        save(self, epoch, tree, info)
         if epoch == 2:
             raise Interrupt
 
