@@ -53,9 +53,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("devices and hosts (README: 'Many devices and hosts')")
     g.add_argument("--mesh", help="device mesh over all visible devices, e.g. seeds=4 or seeds=2,data=2 "
                                   "(default: the config's 'mesh'; '' = one device)")
-    g.add_argument("--exact-layout", action=argparse.BooleanOptionalAction,
-                   help="CPU: each member's numbers bit-identical on any mesh or none, at a speed cost (README: "
-                        "'Same numbers on any layout'); default: on with a mesh or --resume, off otherwise")
     g.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize (settings not given below come from the "
                         "environment: JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Cloud TPU, Kubernetes)")
@@ -183,20 +180,14 @@ def start_devices(args: argparse.Namespace, spec: str):
     return sharding.make_mesh(spec)
 
 
-def exact_layout(args: argparse.Namespace, spec: str) -> bool:
-    """--exact-layout, by default on for a mesh run or a resume (either may meet another layout)."""
-    return args.exact_layout if args.exact_layout is not None else bool(spec.strip() or args.resume)
-
-
 def main(argv=None) -> int:
     runtime.deterministic_gpu_ops()
+    runtime.layout_independent_cpu_ops()
     args = parse_args(argv)
     try:
         analyses = parse_analyses(args.analysis)
         configs = resolve_configs(args)
-        spec = configs[0]["mesh"] if args.mesh is None else args.mesh
-        runtime.layout_independent_cpu_ops(exact_layout(args, spec))
-        mesh = start_devices(args, spec)
+        mesh = start_devices(args, configs[0]["mesh"] if args.mesh is None else args.mesh)
         data_config = get_preset(configs[0]["dataset"])
         if configs[0]["data_path"]:
             data_config = dataclasses.replace(data_config, path=configs[0]["data_path"])

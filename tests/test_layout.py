@@ -1,6 +1,7 @@
-"""Same numbers on any device layout (lipctr.runtime, README "Same numbers on any layout"): the
-XLA flag defaults, and on the real MovieLens-100K every member's metrics bit-identical with 1 or 2
-visible devices, sharded or not, and resumed on another mesh (CLI runs in subprocesses)."""
+"""Numbers on any device layout (lipctr.runtime, README "Same numbers on any layout"): the XLA
+flag default, and on the real MovieLens-100K every member's metrics bit-identical with 1 or 4
+visible devices, and sharded or resumed-on-another-mesh runs within the measured rounding
+spread (CLI runs in subprocesses)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lipctr import runtime
+import lipctr
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = ["--config", "dcnv2_ml100k", "--variant", "orig", "--seeds", "2020,2021", "--epochs", "2", "--no-progress"]
-AUC_TOLERANCE_DATA_AXIS = 2e-3  # measured on this data: README "Same numbers on any layout"
-TWO_DEVICES = "--xla_force_host_platform_device_count=2"
+ROOT = Path(lipctr.__file__).resolve().parents[1]  # the code under test (PYTHONPATH=/work/main: main's)
+CLI = ["--config", "dcnv2_ml100k", "--variant", "orig", "--seeds", "2020,2021,2022,2023", "--epochs", "2",
+       "--no-progress"]
+FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
+# sharded / resumed runs vs unsharded ones, measured here: up to 4.5e-4 AUC, 3.4e-4 LogLoss (README)
+AUC_SPREAD, LOGLOSS_SPREAD = 2e-3, 2e-3
 INTERRUPT_AFTER_EPOCH_1 = """import sys
 from lipctr.checkpoint import StateCheckpoints
 from experiments.main import main
@@ -32,41 +35,40 @@ main(sys.argv[1:])
 """
 
 
-def test_flag_defaults_leave_the_users_setting_alone(monkeypatch):
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+def test_flag_default_leaves_the_users_setting_alone(monkeypatch):
+    from lipctr import runtime
+
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    runtime.layout_independent_cpu_ops(exact=False)
+    runtime.layout_independent_cpu_ops()
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
-    runtime.layout_independent_cpu_ops(exact=True)
-    assert os.environ["XLA_FLAGS"] == ("--xla_cpu_experimental_ynn_fusion_type=individual_dot "
-                                       "--xla_disable_hlo_passes=algsimp")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type= --xla_disable_hlo_passes=fusion")
-    runtime.layout_independent_cpu_ops(exact=True)
-    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type= --xla_disable_hlo_passes=fusion"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type=")
+    runtime.layout_independent_cpu_ops()
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type="
 
 
-def test_exact_layout_is_on_for_mesh_runs_and_resumes():
-    from experiments.main import exact_layout, parse_args
-
-    assert exact_layout(parse_args([]), "") is False
-    assert exact_layout(parse_args([]), "seeds=2") is True
-    assert exact_layout(parse_args(["--resume", "runs/x"]), "") is True
-    assert exact_layout(parse_args(["--exact-layout"]), "") is True
-    assert exact_layout(parse_args(["--no-exact-layout"]), "seeds=2") is False
-
-
-def _cli(runs: Path, args: list[str], devices_flag: str = "", script: str | None = None) -> Path:
-    """Run the CLI (or `script` around it) with its runs in `runs`; the run directory."""
+def _start(runs: Path, args: list[str], devices_flag: str = "", script: str | None = None) -> tuple:
+    """Start the CLI (or `script` around it) with its runs in `runs` (ROOT's code, CPU only)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     if devices_flag:
         env["XLA_FLAGS"] = devices_flag
     head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "experiments.main"]
-    done = subprocess.run(head + args + ["--runs-dir", str(runs)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    [config] = runs.glob("*/*/config.json")
-    return config.parent
+    runs.mkdir(parents=True, exist_ok=True)
+    log = open(runs / "log.txt", "w")
+    return runs, log, subprocess.Popen(head + args + ["--runs-dir", str(runs)], cwd=ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+
+
+def _wait(*started: tuple) -> list[Path]:
+    """Wait for runs from `_start` (side by side); their run directories."""
+    run_dirs = []
+    for runs, log, process in started:
+        code = process.wait(timeout=3600)
+        log.close()
+        assert code == 0, (runs / "log.txt").read_text()[-3000:]
+        [config] = runs.glob("*/*/config.json")
+        run_dirs.append(config.parent)
+    return run_dirs
 
 
 def _run_metrics(run_dir: Path) -> pd.DataFrame:
@@ -91,18 +93,18 @@ def _assert_identical(a: dict, b: dict, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_members_are_bit_identical_on_any_layout_on_ml100k(tmp_path):
-    """On main, 2 visible devices alone moved a member's test AUC and a sharded run differed."""
-    one = _run(_cli(tmp_path / "one_device", CLI))
-    two = _run(_cli(tmp_path / "two_devices", CLI, TWO_DEVICES))
-    _assert_identical(one, two, "1 vs 2 visible devices, no mesh")
-    sharded = _run(_cli(tmp_path / "seeds2", CLI + ["--mesh", "seeds=2"], TWO_DEVICES))
-    stopped = _cli(tmp_path / "resumed", CLI + ["--mesh", "seeds=2"], TWO_DEVICES, INTERRUPT_AFTER_EPOCH_1)
-    assert not (stopped / "orig" / "final.json").exists() and len(_run_metrics(stopped)) == 2
-    resumed = _run(_cli(tmp_path / "resumed", ["--resume", str(stopped), "--mesh", "", "--no-progress"]))
-    _assert_identical(sharded, resumed, "seeds=2 vs seeds=2 stopped after epoch 1 and resumed on one device")
-    exact = _run(_cli(tmp_path / "exact", CLI + ["--exact-layout"]))
-    _assert_identical(sharded, exact, "seeds=2 vs one device with --exact-layout")
-    split = _run(_cli(tmp_path / "data2", CLI + ["--mesh", "data=2"], TWO_DEVICES))
-    for a, b in zip(_members(exact), _members(split)):  # the batch sum is split over devices
-        assert a["auc"] == pytest.approx(b["auc"], abs=AUC_TOLERANCE_DATA_AXIS), a
+def test_members_on_any_layout_on_ml100k(tmp_path):
+    """On main, merely making 4 devices visible changed members' test AUC by up to 7.5e-4."""
+    one, four, sharded, split, stopped = _wait(
+        _start(tmp_path / "one_device", CLI),
+        _start(tmp_path / "four_devices", CLI, FOUR_DEVICES),
+        _start(tmp_path / "seeds4", CLI + ["--mesh", "seeds=4"], FOUR_DEVICES),
+        _start(tmp_path / "seeds2data2", CLI + ["--mesh", "seeds=2,data=2"], FOUR_DEVICES),
+        _start(tmp_path / "resumed", CLI + ["--mesh", "seeds=4"], FOUR_DEVICES, INTERRUPT_AFTER_EPOCH_1))
+    _assert_identical(_run(one), _run(four), "1 vs 4 visible devices, no mesh")
+    assert not (stopped / "orig" / "final.json").exists() and len(_run_metrics(stopped)) == 4
+    [resumed] = _wait(_start(tmp_path / "resumed", ["--resume", str(stopped), "--mesh", "", "--no-progress"]))
+    for other in (sharded, split, resumed):
+        for a, b in zip(_members(_run(one)), _members(_run(other))):
+            assert a["auc"] == pytest.approx(b["auc"], abs=AUC_SPREAD), (other, a, b)
+            assert a["logloss"] == pytest.approx(b["logloss"], abs=LOGLOSS_SPREAD), (other, a, b)
