@@ -24,7 +24,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from lipctr import sharding
+from lipctr import runtime
 from lipctr.losses import AGGREGATIONS
 
 from experiments.bandwidth_data import SweepConfig, load_data
@@ -49,8 +49,10 @@ def _hparam(item: str) -> tuple[str, object]:
         raise ValueError(f"--hparam {item!r}: expected KEY=VALUE with a TOML value, e.g. mlp_hidden_size=[64,64,64]")
     return name, tuple(value) if isinstance(value, list) else value
 
+
 def main(argv=None) -> int:
-    sharding.deterministic_gpu_ops()
+    runtime.deterministic_gpu_ops()
+    runtime.layout_independent_cpu_ops()
     p = argparse.ArgumentParser(prog="python -m experiments.bandwidth", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="small", help="synthetic preset (tiny, small, ml1m, ...)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 
-from lipctr import sharding
+from lipctr import runtime, sharding
 from lipctr.checkpoint import CheckpointError
 from lipctr.data import DataError
 from lipctr.io import write_json_atomic
@@ -242,7 +242,8 @@ def start_devices(args: argparse.Namespace, spec: str):
 
 def main(argv=None) -> int:
     """The CLI; exit code 0, 2 for bad input (one `error:` line, nothing written), 130 on Ctrl-C."""
-    sharding.deterministic_gpu_ops()
+    runtime.deterministic_gpu_ops()
+    runtime.layout_independent_cpu_ops()
     args = parse_args(argv)
     try:
         return _main(args)

@@ -15,7 +15,6 @@ With no mesh (spec "") none of these functions is called and training runs on on
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Sequence
 
@@ -31,15 +30,6 @@ _EXAMPLES = "e.g. seeds=4 or seeds=2,data=2"
 
 class MeshError(ValueError):
     """A mesh spec that is malformed or does not fit the visible devices."""
-
-
-def deterministic_gpu_ops() -> None:
-    """Same config and seed, same metrics on a GPU too: XLA's GPU scatter-add (embedding
-    gradients) is otherwise non-deterministic. Must run before JAX starts its backend; an
-    explicit xla_gpu_deterministic_ops in XLA_FLAGS (e.g. =false, for speed) is left alone."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_gpu_deterministic_ops" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
 
 
 def parse_mesh(spec: str) -> dict[str, int]:

@@ -154,7 +154,7 @@ def test_cli_errors_exit_2_with_the_key(tmp_path, capsys):
 def test_the_cli_asks_for_deterministic_gpu_ops_unless_the_user_chose(monkeypatch):
     import os
 
-    from lipctr.sharding import deterministic_gpu_ops
+    from lipctr.runtime import deterministic_gpu_ops
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     deterministic_gpu_ops()
