@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lipctr import lipschitz, metrics, sharding  # noqa: E402
+from lipctr import lipschitz, metrics, runtime, sharding  # noqa: E402
 from lipctr.bandwidth import Buckets, bucketize  # noqa: E402
 from lipctr.data.schema import Dataset, Split  # noqa: E402
 from lipctr.data.synthetic import synthetic_dataset  # noqa: E402
@@ -437,6 +437,7 @@ def _hparam(item: str) -> tuple[str, object]:
 
 def main(argv=None) -> int:
     sharding.deterministic_gpu_ops()
+    runtime.cpu_speed_flags()
     p = argparse.ArgumentParser(prog="python -m experiments.bandwidth", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="small", help="synthetic preset (tiny, small, ml1m, ...)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")

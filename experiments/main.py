@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from lipctr import sharding
+from lipctr import runtime, sharding
 from lipctr.data import DataError, get_preset, load_dataset
 from lipctr.io import write_json_atomic
 from lipctr.ranking import ranking_candidates
@@ -182,6 +182,7 @@ def start_devices(args: argparse.Namespace, spec: str):
 
 def main(argv=None) -> int:
     sharding.deterministic_gpu_ops()
+    runtime.cpu_speed_flags()
     args = parse_args(argv)
     try:
         analyses = parse_analyses(args.analysis)
