@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 
-# XLA:CPU flags that pay on the CPU (issue 12, measured with benchmarks/vs_torch.py).
-CPU_SPEED_FLAGS: dict[str, str] = {}
+# XLA:CPU flags that pay on the CPU (issue 12). YNNPACK fusions off ("" = no fusion type): by
+# default XLA:CPU hands reductions and elementwise fusions to YNNPACK, which ran batch-norm and
+# attention reductions several times slower than XLA's own loops (one-seed epochs, fusions off:
+# WideDeep 0.64x, NFM 0.41x, DCNV2 0.57x of today's; 3 members one after another: NFM 0.82x,
+# DCNV2 0.65x of today's vmapped epoch).
+CPU_SPEED_FLAGS: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def add_default_flags(defaults: dict[str, str]) -> None:
