@@ -51,8 +51,7 @@ def _hparam(item: str) -> tuple[str, object]:
 
 
 def main(argv=None) -> int:
-    runtime.deterministic_gpu_ops()
-    runtime.layout_independent_cpu_ops()
+    runtime.configure_xla()
     p = argparse.ArgumentParser(prog="python -m experiments.bandwidth", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="small", help="synthetic preset (tiny, small, ml1m, ...)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")

@@ -242,8 +242,7 @@ def start_devices(args: argparse.Namespace, spec: str):
 
 def main(argv=None) -> int:
     """The CLI; exit code 0, 2 for bad input (one `error:` line, nothing written), 130 on Ctrl-C."""
-    runtime.deterministic_gpu_ops()
-    runtime.layout_independent_cpu_ops()
+    runtime.configure_xla()
     args = parse_args(argv)
     try:
         return _main(args)

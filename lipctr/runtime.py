@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import os
 
+# XLA:CPU's YNNPACK fusions off ("" = no fusion type). By default XLA:CPU hands reductions and
+# elementwise fusions to YNNPACK, which (1) split them by the threads each device gets, so merely
+# making 4 host devices visible changed an unsharded run's numbers (issue 16), and (2) ran the
+# batch-norm and attention reductions several times slower than XLA's own loops (issue 12).
+CPU_DEFAULTS: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
 
 def set_default_flag(name: str, value: str) -> None:
     """Append `--name=value` to XLA_FLAGS unless XLA_FLAGS already sets `name`."""
@@ -23,8 +29,13 @@ def deterministic_gpu_ops() -> None:
     set_default_flag("xla_gpu_deterministic_ops", "true")
 
 
-def layout_independent_cpu_ops() -> None:
-    """A member's numbers on CPU independent of how many devices are visible (README "Scaling
-    out"): YNNPACK only for dots. Its other fusions (reductions) split their work by the threads
-    each device gets, so merely making 4 host devices visible changed an unsharded run."""
-    set_default_flag("xla_cpu_experimental_ynn_fusion_type", "individual_dot")
+def cpu_defaults() -> None:
+    """XLA:CPU settings for layout-independent and fast training (`CPU_DEFAULTS`)."""
+    for name, value in CPU_DEFAULTS.items():
+        set_default_flag(name, value)
+
+
+def configure_xla() -> None:
+    """Every default above; the training CLIs call this first."""
+    deterministic_gpu_ops()
+    cpu_defaults()

@@ -1,8 +1,9 @@
 """Training engine: an ensemble of members (seeds, optionally x lambda_r values) trained at once.
 
 Every per-member quantity — params, batch statistics, optimiser state, PRNG key, lambda_r and
-the early-stopping record — carries a leading ensemble axis M, and one jitted `vmap` of the
-single-member epoch trains them all. An epoch is one `lax.scan` over the batches of a fresh
+the early-stopping record — carries a leading ensemble axis M, and one jitted program maps the
+single-member epoch over them all (lipctr.ensemble: batched with vmap, or one member after another
+on the CPU). An epoch is one `lax.scan` over the batches of a fresh
 permutation of the training split, which already sits on the device; the host only syncs once
 per epoch, to read the validation AUC that drives per-member early stopping.
 
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 
 from lipctr import metrics, sharding
+from lipctr.ensemble import over_members, sequential_members
 from lipctr.losses import LossConfig, click_probability, click_score, multihead_loss
 from lipctr.ranking import candidate_features, flatten_candidates
 from lipctr.models.base import CTRModel
@@ -36,6 +38,7 @@ class TrainConfig:
     eval_batch_size: int = 8192
     max_epochs: int = 300
     patience: int = 5  # stop after this many consecutive evaluations without a better valid AUC
+    members: str = "auto"  # how the member axis is computed: "vmap", "sequential" or "auto" (lipctr.ensemble)
 
 
 class TrainState(NamedTuple):
@@ -248,6 +251,7 @@ class Trainer:
                  num_train: int, num_valid: int, mesh=None):
         self.model, self.loss_config, self.config, self.mesh = model, loss_config, config, mesh
         self.tx = make_optimizer(config)
+        self.sequential = sequential_members(config.members)
         self.trace_counts = {"epoch": 0, "evaluate": 0}
         epoch = make_epoch_fn(model, loss_config, self.tx, num_train, config.batch_size, mesh)
         predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
@@ -274,8 +278,11 @@ class Trainer:
         self._predictors: dict[Any, Any] = {}
 
     def _vmap(self, fn, in_axes):
-        """vmap over members; with a mesh, "data" constraints inside fn compose with "seeds"."""
-        return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=None if self.mesh is None else "seeds")
+        """fn over members (`over_members`); with a mesh, a vmap whose "data" constraints inside fn
+        compose with "seeds"."""
+        if self.mesh is None:
+            return over_members(fn, in_axes, self.sequential)
+        return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seeds")
 
     def _jit(self, fn, outputs, **kwargs):
         """jit; with a mesh, outputs "members" are split over "seeds", "host" ones replicated."""

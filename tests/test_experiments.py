@@ -165,3 +165,20 @@ def test_the_cli_asks_for_deterministic_gpu_ops_unless_the_user_chose(monkeypatc
     monkeypatch.delenv("XLA_FLAGS")
     deterministic_gpu_ops()
     assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=true"
+
+
+def test_the_cli_turns_off_xla_cpu_ynnpack_fusions_unless_the_user_chose(monkeypatch):
+    import os
+
+    from experiments.main import main
+    from lipctr import runtime
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    runtime.cpu_defaults()
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type="
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
+    runtime.cpu_defaults()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert main(["--config", "dcnv2_ml100k", "--analysis", "plots"]) == 2  # exits before any training
+    assert "--xla_cpu_experimental_ynn_fusion_type=" in os.environ["XLA_FLAGS"].split()

@@ -26,8 +26,8 @@ INTERRUPT_AFTER_EPOCH_1 = """import sys
 from lipctr.checkpoint import StateCheckpoints
 from experiments.main import main
 save = StateCheckpoints.save
-def save_then_stop(self, epoch, tree):
-    save(self, epoch, tree)
+def save_then_stop(self, epoch, tree, *args, **kwargs):
+    save(self, epoch, tree, *args, **kwargs)
     if epoch == 1:
         raise SystemExit(0)
 StateCheckpoints.save = save_then_stop
@@ -39,11 +39,11 @@ def test_flag_default_leaves_the_users_setting_alone(monkeypatch):
     from lipctr import runtime
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    runtime.layout_independent_cpu_ops()
-    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type=")
-    runtime.layout_independent_cpu_ops()
-    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type="
+    runtime.cpu_defaults()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type=individual_dot")
+    runtime.cpu_defaults()
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_experimental_ynn_fusion_type=individual_dot"
 
 
 def _start(runs: Path, args: list[str], devices_flag: str = "", script: str | None = None) -> tuple:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -67,6 +69,30 @@ def test_lambda_is_a_member_axis(data, trainer3):
     _, _, _, rec_one = run(trainer3, train, valid, [2020], lambdas=[0.9])
     np.testing.assert_allclose(rec[-1].stats.loss[1], rec_one[-1].stats.loss[0], atol=1e-5)
     assert abs(rec[-1].stats.loss[0] - rec[-1].stats.loss[1]) > 1e-3
+
+
+def test_vmapped_and_sequential_members_agree(data):
+    """Both ways of computing the member axis (over_members) train the same ensemble; one member
+    runs without a member axis at all and still matches."""
+    ds, train, valid = data
+    records = {}
+    for mode in ("vmap", "sequential"):
+        trainer = make_trainer(ds, max_epochs=2)
+        trainer = Trainer(trainer.model, trainer.loss_config, dataclasses.replace(trainer.config, members=mode),
+                          len(ds.train), len(ds.valid))
+        assert trainer.sequential == (mode == "sequential")
+        records[mode] = run(trainer, train, valid, SEEDS[:3])[3]
+    for a, b in zip(records["vmap"], records["sequential"]):
+        np.testing.assert_allclose(a.stats.loss, b.stats.loss, atol=1e-5)
+        np.testing.assert_allclose(a.valid_auc, b.valid_auc, atol=1e-5)
+    assert len(set(np.round(records["vmap"][-1].valid_auc, 6))) == 3
+
+
+def test_unknown_members_mode_is_rejected(data):
+    ds = data[0]
+    net = build_model("widedeep", ds.schema, 1, mlp_hidden_size=(8,))
+    with pytest.raises(ValueError, match="train.members must be one of"):
+        Trainer(net, LossConfig(), TrainConfig(members="threads"), len(ds.train), len(ds.valid))
 
 
 def test_one_compilation_and_no_transfers_inside_an_epoch(data):

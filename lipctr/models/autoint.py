@@ -34,6 +34,10 @@ class SelfAttention(nn.Module):
     xavier-uniform over the whole [E, 3E] matrix as PyTorch initialises it; zero bias) and
     `out_proj` (kernel [E, E], xavier-normal as RecBole re-initialises it; zero bias).
     Attention weights are dropped with rate `dropout` when not deterministic.
+
+    Both contractions (over a head, c = 4, and over the fields) are broadcast products summed
+    over an axis, not batched dots: XLA:CPU runs tiny batched dots as one small matmul per
+    example, ~14x slower than the fused multiply-and-sum (issue 12).
     """
 
     num_heads: int
@@ -49,10 +53,11 @@ class SelfAttention(nn.Module):
         head_dim = width // self.num_heads
         qkv = nn.Dense(3 * width, kernel_init=xavier_uniform, bias_init=zeros, name="in_proj")(x)
         q, k, v = (t.reshape(batch, fields, self.num_heads, head_dim) for t in jnp.split(qkv, 3, -1))
-        scores = jnp.einsum("bqhc,bkhc->bhqk", q, k) / math.sqrt(head_dim)
+        scores = (q[:, :, None] * k[:, None]).sum(-1)  # [B, F, 1, H, c] * [B, 1, F, H, c] -> [B, F, F, H]
+        scores = jnp.moveaxis(scores, 3, 1) / math.sqrt(head_dim)  # [B, H, F, F]
         weights = nn.Dropout(self.dropout, deterministic=deterministic)(jax.nn.softmax(scores, -1))
-        out = jnp.einsum("bhqk,bkhc->bqhc", weights, v).reshape(batch, fields, width)
-        return dense(width, "out_proj")(out)
+        out = (jnp.moveaxis(weights, 1, 3)[..., None] * v[:, None]).sum(2)  # [B, F, F, H, c] -> [B, F, H, c]
+        return dense(width, "out_proj")(out.reshape(batch, fields, width))
 
 
 class AutoInt(CTRModel):
