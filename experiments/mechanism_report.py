@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipctr.io import write_text_atomic
 from experiments.figures import forest_figure, save_png
 from experiments.report_tables import markdown_table
 from experiments.statistics import paired_difference
+from lipctr.io import write_text_atomic
 
 REFERENCES = ("orig", "smooth")
 METRICS = ("auc", "logloss")

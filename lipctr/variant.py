@@ -21,6 +21,8 @@ from lipctr.controls import Controls, controlled_schema
 from lipctr.data.schema import Schema
 from lipctr.losses import LossConfig, check_aggregation
 
+NO_CONTROLS = Controls()
+
 Kind = Literal["orig", "smooth"]
 KINDS: tuple[Kind, ...] = ("orig", "smooth")
 
@@ -49,7 +51,7 @@ class Variant:
     sweep: bool = False
     aggregation: str = "prob"
     scale_penalty: bool = True
-    controls: Controls = Controls()
+    controls: Controls = NO_CONTROLS
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -90,12 +92,12 @@ class Variant:
                           label_smoothing=self.controls.label_smoothing)
 
 
-def orig(aggregation: str = "prob", scale_penalty: bool = True, controls: Controls = Controls(),
+def orig(aggregation: str = "prob", scale_penalty: bool = True, controls: Controls = NO_CONTROLS,
          name: str = "orig") -> Variant:
     return Variant(name, "orig", (0.0,), aggregation=aggregation, scale_penalty=scale_penalty, controls=controls)
 
 
-def smooth(lambda_r: float, aggregation: str = "prob", scale_penalty: bool = True, controls: Controls = Controls(),
+def smooth(lambda_r: float, aggregation: str = "prob", scale_penalty: bool = True, controls: Controls = NO_CONTROLS,
            name: str = "smooth") -> Variant:
     return Variant(name, "smooth", (float(lambda_r),), aggregation=aggregation, scale_penalty=scale_penalty,
                    controls=controls)

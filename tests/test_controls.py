@@ -11,14 +11,20 @@ import pytest
 from experiments import configs
 from experiments.configs import ConfigError, named_config, validate
 from experiments.run import build_trainer
-from lipctr.controls import (ControlError, Controls, controlled_schema, controlled_train_split, merge_groups,
-                             rating_class_map, redraw_within_label)
+from lipctr.controls import (
+    ControlError,
+    Controls,
+    controlled_schema,
+    controlled_train_split,
+    merge_groups,
+    rating_class_map,
+    redraw_within_label,
+)
 from lipctr.losses import LossConfig, click_score, multihead_loss
 from lipctr.models import build_model
 from lipctr.models.controlled import controlled_model, embedding_square_norm
 from lipctr.models.parameter_counts import count
 from lipctr.train import init_members, make_epoch_fn, to_device
-
 from tests.tiny_data import tiny_dataset
 
 

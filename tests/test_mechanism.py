@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_mechanism_table_and_forest_intervals_equal_a_direct_paired_t():
     drawn = sorted((float(s[0][1]), float(s[0][0]), float(s[1][0])) for s in bars)
     assert len(drawn) == len(rows)
     for y, low, high in drawn:
-        expected = rows.iloc[len(rows) - 1 - int(round(y))]
+        expected = rows.iloc[len(rows) - 1 - round(y)]
         a = finals[tuple(expected["label"].split(" "))[:1] + ("orig",)]["auc"]
         b = finals[tuple(expected["label"].split(" "))]["auc"]
         mean, ci_low, ci_high, _ = scipy_paired(a, b)
@@ -125,3 +126,24 @@ def test_cli_stops_on_bad_options_with_a_message(argv, message, capsys, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())  # nothing half-made
+
+
+def test_train_control_reports_the_candidate_with_the_best_mean_validation_auc(monkeypatch, tmp_path):
+    from experiments.configs import named_config
+
+    valid = {0.05: (0.70, 0.74), 0.1: (0.75, 0.74), 0.2: (0.73, 0.72)}  # means 0.72, 0.745, 0.725
+    trained = []
+
+    def fake_run_variant(config, dataset, variant, run_dir, candidates, progress):
+        eps = config["controls"]["label_smoothing"]
+        trained.append((variant, eps, run_dir.name))
+        return {"members": [{"seed": s, "best_valid_auc": v} for s, v in zip((1, 2), valid[eps])]}
+
+    monkeypatch.setattr(mechanism, "run_variant", fake_run_variant)
+    control = controls(["dcnv2"])["label_smoothing"]
+    result = mechanism.train_control(named_config("dcnv2_ml100k"), control, None, tmp_path, None, False)
+    assert trained == [("orig", 0.05, "eps0.05"), ("orig", 0.1, "eps0.1"), ("orig", 0.2, "eps0.2")]
+    assert result["chosen"] == "eps0.1" and result["dir"] == tmp_path / "dcnv2" / "label_smoothing" / "eps0.1"
+    assert result["selection"] == pytest.approx({"eps0.05": 0.72, "eps0.1": 0.745, "eps0.2": 0.725})
+    saved = json.loads((result["dir"] / "config.json").read_text())
+    assert saved["controls"]["label_smoothing"] == 0.1 and saved["model"] == "dcnv2"

@@ -25,6 +25,7 @@ import numpy as np
 
 from lipctr.controls import Controls
 from lipctr.models.base import CTRModel
+from lipctr.models.parameter_counts import random_features
 
 
 def head_axis(click_shape: tuple, full_shape: tuple) -> int | None:
@@ -67,8 +68,6 @@ def embedding_square_norm(params) -> jax.Array:
 
 
 def _example_features(schema) -> dict:
-    from lipctr.models.parameter_counts import random_features  # the one random batch of a schema
-
     return random_features(schema, 2, np.random.default_rng(0))
 
 
