@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     try:
         configs = study_configs(args)
         models = [c["model"] for c in configs]
-        chosen = choose(args.controls, models)
+        chosen = choose(args.controls)
         data_config = get_preset(configs[0]["dataset"])
         if configs[0]["data_path"]:
             data_config = dataclasses.replace(data_config, path=configs[0]["data_path"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lipctr.models import default_hparams, model_class
+from lipctr.models import MODEL_NAMES, default_hparams, model_class
 from lipctr.models.base import CTRModel
 
 LABEL_SMOOTHING_GRID = (0.05, 0.1, 0.2)
@@ -42,11 +42,10 @@ def _has_penalty(model: str) -> bool:
     return model_class(model).penalty is not CTRModel.penalty
 
 
-def controls(models) -> dict[str, Control]:
+def controls() -> dict[str, Control]:
     """Every control by name, in report order (orig and smooth first: the references)."""
-    models = tuple(models)
-    side = tuple(m for m in models if "scalar_side_branches" in default_hparams(m))
-    penalised = tuple(m for m in models if _has_penalty(m))
+    side = tuple(m for m in MODEL_NAMES if "scalar_side_branches" in default_hparams(m))
+    penalised = tuple(m for m in MODEL_NAMES if _has_penalty(m))
     entries = [
         Control("orig", "orig", "K = 1, BCE (the reference)", _one({})),
         Control("smooth", "smooth", "K = N rating head, eq. 13 (the reference)", _one({})),
@@ -74,10 +73,10 @@ def controls(models) -> dict[str, Control]:
     return {c.name: c for c in entries}
 
 
-def choose(names: str | None, models) -> list[Control]:
+def choose(names: str | None) -> list[Control]:
     """The controls of a comma list (orig and smooth always included), or all; ValueError naming
     an unknown control."""
-    known = controls(models)
+    known = controls()
     if not names or names == "all":
         return list(known.values())
     asked = [n.strip() for n in names.split(",") if n.strip()]

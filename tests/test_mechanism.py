@@ -107,13 +107,14 @@ def test_study_report_compare_has_the_paired_interval():
 
 
 def test_control_registry_and_selection():
-    known = controls(["dcnv2", "widedeep", "nfm"])
+    known = controls()
     assert list(known)[:2] == ["orig", "smooth"]
-    assert known["scalar_side"].only == ("widedeep",)  # the backbones with scalar side branches
-    assert known["scale_penalty_off"].only == ("dcnv2",)  # the backbones with their own L2 term
-    assert [c.name for c in choose("aux_rating,classes3", ["dcnv2"])] == ["orig", "smooth", "classes3", "aux_rating"]
+    assert known["scalar_side"].only == ("widedeep", "xdeepfm", "autoint")  # the backbones with scalar side branches
+    assert known["scale_penalty_off"].only == ("xdeepfm", "dcnv2", "eulernet")  # those with their own L2 term
+    assert not known["scalar_side"].applies_to("dcnv2") and known["aux_rating"].applies_to("dcnv2")
+    assert [c.name for c in choose("aux_rating,classes3")] == ["orig", "smooth", "classes3", "aux_rating"]
     with pytest.raises(ValueError, match=r"--controls: unknown control\(s\) \['nope'\]"):
-        choose("aux_rating,nope", ["dcnv2"])
+        choose("aux_rating,nope")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -140,7 +141,7 @@ def test_train_control_reports_the_candidate_with_the_best_mean_validation_auc(m
         return {"members": [{"seed": s, "best_valid_auc": v} for s, v in zip((1, 2), valid[eps])]}
 
     monkeypatch.setattr(mechanism, "run_variant", fake_run_variant)
-    control = controls(["dcnv2"])["label_smoothing"]
+    control = controls()["label_smoothing"]
     result = mechanism.train_control(named_config("dcnv2_ml100k"), control, None, tmp_path, None, False)
     assert trained == [("orig", 0.05, "eps0.05"), ("orig", 0.1, "eps0.1"), ("orig", 0.2, "eps0.2")]
     assert result["chosen"] == "eps0.1" and result["dir"] == tmp_path / "dcnv2" / "label_smoothing" / "eps0.1"
