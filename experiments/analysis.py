@@ -128,7 +128,7 @@ def local_lipschitz(tv: TrainedVariant, dataset: Dataset, num_examples: int = 25
     model, loss = tv.trainer.model, tv.trainer.loss_config
     emb_shape = (model.schema.num_fields, model.embedding_dim)
     def apply_fn(variables, batch, offset):  # one function for all members: compiled once
-        return model.apply(variables, batch, deterministic=True, embedding_offset=offset)
+        return loss.click_logits(model.apply(variables, batch, deterministic=True, embedding_offset=offset))
 
     rows = []
     for i, member in enumerate(tv.members):

@@ -1,4 +1,4 @@
-"""The study's figures (PNG, written atomically): Figures 2-4 and Theorem 1."""
+"""The study's figures (PNG, written atomically): Figures 2-4, Theorem 1 and forest plots."""
 
 from __future__ import annotations
 
@@ -21,6 +21,22 @@ def save_png(fig, path: Path) -> None:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def forest_figure(rows: pd.DataFrame, title: str, xlabel: str = "paired ΔAUC vs orig (percentage points)"):
+    """A forest plot: one row per entry of `rows` (columns label, mean, low, high, in the units
+    plotted), the mean as a dot, [low, high] as a horizontal bar, a vertical line at 0. First row
+    on top. Returns the figure (save it with save_png)."""
+    y = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * max(len(rows), 1)))
+    mean, low, high = (rows[c].to_numpy(np.float64) for c in ("mean", "low", "high"))
+    ax.errorbar(mean, y, xerr=np.vstack([mean - low, high - mean]), fmt="o", color="tab:red", ecolor="black",
+                capsize=3)
+    ax.axvline(0.0, color="gray", linestyle="--", linewidth=1)
+    ax.set_yticks(y, list(rows["label"]))
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return fig
 
 
 def figure_gradients(run: dict, out: Path) -> str | None:

@@ -8,6 +8,7 @@ Reads finished run directories (one per model config, as written by experiments.
   Fig. 2   embedding gradient norms during training, embedding weight norms after it
   Fig. 3   AUC / LogLoss under Gaussian noise on the input embeddings
   Fig. 4   AUC vs lambda_r against the orig line
+  Forest   paired ΔAUC smooth - orig per model with its 95% confidence interval over seeds
   Theorem 1: softmax Jacobian norms (closed form, random and trained logits) and the local
   Lipschitz constant of each trained model's p_hat w.r.t. its input embeddings.
 """
@@ -19,9 +20,20 @@ import sys
 from pathlib import Path
 
 from lipctr.io import write_text_atomic
-from experiments.figures import figure_gradients, figure_lambda, figure_noise, figure_theorem
+from experiments.figures import figure_gradients, figure_lambda, figure_noise, figure_theorem, forest_figure, save_png
 from experiments.report_tables import (analysis_summary, collect_analysis, compare, headline, lambda_table,
                                        markdown_table, pct_table, read_run, theorem_tables, timing_table)
+
+
+def figure_forest_smooth(table1, out: Path) -> str | None:
+    """Forest plot of the paired test-AUC difference smooth - orig per model (95% CI, in pp)."""
+    auc = table1[table1["metric"] == "auc"] if not table1.empty else table1
+    if auc.empty:
+        return None
+    rows = auc.assign(label=auc["model"], mean=100 * auc["delta"], low=100 * auc["ci_low"], high=100 * auc["ci_high"])
+    save_png(forest_figure(rows, f"smooth vs orig, {auc['dataset'].iloc[0]} (95% CI over seeds)"),
+             out / "forest_smooth.png")
+    return "forest_smooth.png"
 
 
 def write_report(run_dirs: list[Path], out: Path) -> Path:
@@ -42,7 +54,7 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     for name, frame in csvs.items():
         write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
     figures = [f for run in runs for f in (figure_gradients(run, out), figure_noise(run, out))]
-    figures += [figure_lambda(lambdas, out), figure_theorem(theorem, trained, out)]
+    figures += [figure_forest_smooth(table1, out), figure_lambda(lambdas, out), figure_theorem(theorem, trained, out)]
     dataset = runs[0]["config"]["dataset"]
     parts = [f"# lipctr study report: {dataset}\n",
              f"Runs: {', '.join(str(r['dir']) for r in runs)}\n",

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lipctr import softmax_jacobian
-from experiments.statistics import paired_t_test
+from experiments.statistics import paired_difference
 
 
 def read_run(run_dir: Path) -> dict:
@@ -31,7 +31,8 @@ def _per_seed(final: dict, metric: str, lambda_r: float | None = None) -> pd.Ser
     return pd.Series({m["seed"]: m[metric] for m in rows}).sort_index()
 
 def compare(runs: list[dict], metric_names) -> pd.DataFrame:
-    """orig vs smooth per run and metric: means, stds, delta %, paired t-test over shared seeds."""
+    """orig vs smooth per run and metric: means, stds, delta %, paired t-test over shared seeds and
+    the 95% confidence interval of the paired difference smooth - orig (delta, ci_low, ci_high)."""
     rows = []
     for run in runs:
         if not {"orig", "smooth"} <= set(run["finals"]):
@@ -41,14 +42,15 @@ def compare(runs: list[dict], metric_names) -> pd.DataFrame:
             orig = _per_seed(run["finals"]["orig"], metric)
             smooth = _per_seed(run["finals"]["smooth"], metric, lam)
             seeds = orig.index.intersection(smooth.index)
-            t, p = paired_t_test(orig[seeds], smooth[seeds])
+            paired = paired_difference(orig[seeds], smooth[seeds])
             rows.append({
                 "model": run["config"]["model"], "dataset": run["config"]["dataset"], "metric": metric,
                 "lambda_r": lam, "seeds": len(seeds),
                 "orig_mean": orig.mean(), "orig_std": orig.std(ddof=1),
                 "smooth_mean": smooth.mean(), "smooth_std": smooth.std(ddof=1),
                 "delta_pct": 100 * (smooth.mean() - orig.mean()) / abs(orig.mean()),
-                "t": t, "p_value": p,
+                "t": paired["t"], "p_value": paired["p"],
+                "delta": paired["mean"], "ci_low": paired["low"], "ci_high": paired["high"],
             })
     return pd.DataFrame(rows)
 

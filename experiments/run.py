@@ -28,11 +28,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from lipctr import metrics, sharding
+from lipctr import variant as variants
 from lipctr.checkpoint import StateCheckpoints, save_tree
+from lipctr.controls import Controls, controlled_train_split
 from lipctr.data.schema import Dataset
 from lipctr.io import save_npz_atomic, write_json_atomic, write_text_atomic
-from lipctr.losses import LossConfig
 from lipctr.models import build_model
+from lipctr.models.controlled import controlled_model
 from lipctr.run_files import write_run_files
 from lipctr.train import Trainer, TrainConfig, fit, to_device
 
@@ -60,16 +62,22 @@ def members_of(config: dict, variant: str) -> list[Member]:
     return [Member(s, lam) for s in config["seeds"]]
 
 
+def config_variant(config: dict, variant: str) -> variants.Variant:
+    """The head and loss of `variant` ("orig" or "smooth") under the config's loss options and
+    controls (orig takes only the controls that act on its BCE: label smoothing, embedding L2)."""
+    loss, controls = config["loss"], Controls(**config.get("controls", {}))  # runs before controls had none
+    if variant == "orig":
+        controls = Controls(label_smoothing=controls.label_smoothing, embedding_l2=controls.embedding_l2)
+        return variants.orig(loss["aggregation"], loss["scale_penalty"], controls)
+    return variants.smooth(loss["lambda_r"], loss["aggregation"], loss["scale_penalty"], controls)
+
+
 def build_trainer(config: dict, dataset: Dataset, variant: str, mesh=None) -> Trainer:
-    schema = dataset.schema
-    num_outputs = schema.num_ratings if variant == "smooth" else 1
-    model = build_model(config["model"], schema, num_outputs, **model_hparams(config))
-    loss_config = LossConfig(
-        lambda_r=float(config["loss"]["lambda_r"]),
-        threshold=schema.threshold,
-        aggregation=config["loss"]["aggregation"],
-        scale_penalty=config["loss"]["scale_penalty"],
-    )
+    spec = config_variant(config, variant)
+    schema = spec.schema(dataset.schema)
+    model = build_model(config["model"], schema, spec.num_outputs(schema.num_ratings), **model_hparams(config))
+    model = controlled_model(model, spec.controls)
+    loss_config = spec.loss_config(schema.threshold)
     train_config = TrainConfig(**config["train"])
     return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid), mesh)
 
@@ -172,7 +180,9 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     resuming = checkpoints.latest_epoch() is not None
     history = _saved_history(checkpoints, labels, out / "metrics.csv") if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh)
-    train, valid = to_device(dataset.train, mesh), to_device(dataset.valid, mesh)
+    controls = config_variant(config, variant).controls
+    train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh)
+    valid = to_device(dataset.valid, mesh)
     state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members])
     seconds_before = 0.0
     if resuming:

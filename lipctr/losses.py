@@ -13,6 +13,10 @@ with p_hat aggregated from the rating head in one of two ways:
 
 `penalty` is the backbone's own explicit L2 term; the authors scale it by (1 - lambda_r)
 together with the BCE term (`scale_penalty=True`); `scale_penalty=False` keeps it unscaled.
+
+Two controls of the mechanism study (lipctr.controls): `aux_rating` heads have K = 1 + N logits,
+column 0 the click logit (sigmoid, BCE) and columns 1..N a separate rating head (CE only);
+`label_smoothing` eps trains the BCE term against y (1 - eps) + eps / 2.
 """
 
 from __future__ import annotations
@@ -39,9 +43,17 @@ class LossConfig:
     threshold: int = 3  # ratings > threshold are positive
     aggregation: Aggregation = "prob"
     scale_penalty: bool = True
+    aux_rating: bool = False  # logits [B, 1 + N]: click logit, then a separate rating head
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         check_aggregation(self.aggregation, "LossConfig.aggregation")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"LossConfig.label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
+
+    def click_logits(self, logits: jax.Array) -> jax.Array:
+        """The logits p_hat is read from: [B, 1] of an aux_rating head, else the logits themselves."""
+        return logits[..., :1] if self.aux_rating else logits
 
 
 def binary_log_probs(logits: jax.Array, threshold: int, aggregation: Aggregation = "prob"):
@@ -87,7 +99,8 @@ def rating_ce_per_example(logits, rating):
 
 
 def multihead_loss(logits, rating, label, config: LossConfig, penalty=0.0, weights=None):
-    """Scalar training loss (eq. 13 for K = N, BCE for K = 1), a weighted mean over the batch.
+    """Scalar training loss (eq. 13 for K = N, BCE for K = 1, both terms on their own columns for
+    an aux_rating head), a weighted mean over the batch.
 
     logits [B, K]; rating int [B] in 1..N; label float [B]; weights float [B] (1 = real
     example, 0 = padding) or None; penalty: the backbone's explicit L2 term (scalar).
@@ -95,10 +108,13 @@ def multihead_loss(logits, rating, label, config: LossConfig, penalty=0.0, weigh
     if weights is None:
         weights = jnp.ones(label.shape, logits.dtype)
     denominator = jnp.maximum(weights.sum(), 1.0)
-    bce = (bce_per_example(logits, label, config.threshold, config.aggregation) * weights).sum() / denominator
+    target = label * (1.0 - config.label_smoothing) + 0.5 * config.label_smoothing
+    click = config.click_logits(logits)
+    bce = (bce_per_example(click, target, config.threshold, config.aggregation) * weights).sum() / denominator
     if logits.shape[-1] == 1:
         return bce + penalty
-    ce = (rating_ce_per_example(logits, rating) * weights).sum() / denominator
+    rating_logits = logits[..., 1:] if config.aux_rating else logits
+    ce = (rating_ce_per_example(rating_logits, rating) * weights).sum() / denominator
     lam = config.lambda_r
     if config.scale_penalty:
         return lam * ce + (1.0 - lam) * (bce + penalty)

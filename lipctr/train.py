@@ -339,10 +339,12 @@ class Trainer:
         return self._predictors[n](params, model_state, features)
 
     def click_probability(self, logits) -> jax.Array:
+        logits = self.loss_config.click_logits(logits)
         return click_probability(logits, self.loss_config.threshold, self.loss_config.aggregation)
 
     def click_score(self, logits) -> jax.Array:
         """The ranking score (log-odds of p_hat) used for AUC and ranking metrics."""
+        logits = self.loss_config.click_logits(logits)
         return click_score(logits, self.loss_config.threshold, self.loss_config.aggregation)
 
     def score_candidates(self, params, model_state, candidates, rows_per_chunk: int | None = None) -> jax.Array:

@@ -6,6 +6,10 @@ The paper compares two forms of every backbone:
           values trained as one ensemble, lambda x seeds).
 Everything that trains, evaluates, loads or reports a variant asks its `Variant` for the head
 width, the members and the loss options, instead of re-deriving them from the name.
+
+A variant also carries the `Controls` of the mechanism study (lipctr.controls): the rating
+supervision of smooth (within-label noise, merged classes, an auxiliary rating head beside the
+K = 1 head) and the generic regularisers of orig (label smoothing, embedding L2).
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from lipctr.controls import Controls, controlled_schema
+from lipctr.data.schema import Schema
 from lipctr.losses import LossConfig, check_aggregation
+
+NO_CONTROLS = Controls()
 
 Kind = Literal["orig", "smooth"]
 KINDS: tuple[Kind, ...] = ("orig", "smooth")
@@ -35,7 +43,7 @@ class Member:
 class Variant:
     """name: the output folder (<run>/<name>/); kind: "orig" or "smooth";
     lambdas: the lambda_r of each member group ((0.0,) for orig); sweep: members are labelled by
-    seed and lambda_r (a lambda_r sweep), else by seed."""
+    seed and lambda_r (a lambda_r sweep), else by seed; controls: the mechanism study's controls."""
 
     name: str
     kind: Kind
@@ -43,6 +51,7 @@ class Variant:
     sweep: bool = False
     aggregation: str = "prob"
     scale_penalty: bool = True
+    controls: Controls = NO_CONTROLS
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -52,15 +61,25 @@ class Variant:
         if self.kind == "orig" and self.lambdas != (0.0,):
             raise ValueError(f"variant {self.name!r}: orig trains with lambda_r = 0 only, got {list(self.lambdas)}")
         check_aggregation(self.aggregation, f"variant {self.name!r}: aggregation")
+        rating_controls = self.controls.aux_rating or self.controls.rating_classes or self.controls.rating_noise != "none"
+        if self.kind == "orig" and rating_controls:
+            raise ValueError(f"variant {self.name!r}: the rating controls (rating_noise, rating_classes, aux_rating) "
+                             f"change smooth's rating supervision; orig has none")
 
     @property
     def rating_head(self) -> bool:
         """True when the head has one logit per rating (smooth), False for the K = 1 head."""
         return self.kind == "smooth"
 
+    def schema(self, schema: Schema) -> Schema:
+        """The dataset's schema on the rating scale this variant's head is built for."""
+        return controlled_schema(schema, self.controls)
+
     def num_outputs(self, num_ratings: int) -> int:
-        """The head width K."""
-        return num_ratings if self.rating_head else 1
+        """The head width K (num_ratings on the scale of `schema`): 1, N, or 1 + N with aux_rating."""
+        if not self.rating_head:
+            return 1
+        return 1 + num_ratings if self.controls.aux_rating else num_ratings
 
     def members(self, seeds) -> list[Member]:
         """Every (lambda_r, seed) pair, lambda-major: [Member] of length len(lambdas) x len(seeds)."""
@@ -69,15 +88,19 @@ class Variant:
     def loss_config(self, threshold: int) -> LossConfig:
         """The loss options; lambda_r is each member's own (the trainer carries it per member)."""
         return LossConfig(lambda_r=self.lambdas[0], threshold=threshold, aggregation=self.aggregation,
-                          scale_penalty=self.scale_penalty)
+                          scale_penalty=self.scale_penalty, aux_rating=self.controls.aux_rating,
+                          label_smoothing=self.controls.label_smoothing)
 
 
-def orig(aggregation: str = "prob", scale_penalty: bool = True) -> Variant:
-    return Variant("orig", "orig", (0.0,), aggregation=aggregation, scale_penalty=scale_penalty)
+def orig(aggregation: str = "prob", scale_penalty: bool = True, controls: Controls = NO_CONTROLS,
+         name: str = "orig") -> Variant:
+    return Variant(name, "orig", (0.0,), aggregation=aggregation, scale_penalty=scale_penalty, controls=controls)
 
 
-def smooth(lambda_r: float, aggregation: str = "prob", scale_penalty: bool = True) -> Variant:
-    return Variant("smooth", "smooth", (float(lambda_r),), aggregation=aggregation, scale_penalty=scale_penalty)
+def smooth(lambda_r: float, aggregation: str = "prob", scale_penalty: bool = True, controls: Controls = NO_CONTROLS,
+           name: str = "smooth") -> Variant:
+    return Variant(name, "smooth", (float(lambda_r),), aggregation=aggregation, scale_penalty=scale_penalty,
+                   controls=controls)
 
 
 def lambda_sweep(lambdas, name: str = "lambda_sweep", aggregation: str = "prob",

@@ -12,7 +12,9 @@ import copy
 import tomllib
 from pathlib import Path
 
-from lipctr.data import DataError
+from lipctr.controls import ControlError, Controls
+from lipctr.data import DataError, get_preset
+from lipctr.losses import AGGREGATIONS
 from lipctr.models import MODEL_NAMES, default_hparams
 from lipctr.sharding import MeshError, parse_mesh
 
@@ -38,6 +40,14 @@ DEFAULTS: dict = {
         "lambda_r": 0.7,
         "aggregation": "prob",  # "prob" (eq. 11) or "logit_sum" (the authors' code)
         "scale_penalty": True,  # the backbone's L2 term scaled by (1 - lambda_r), as the authors do
+    },
+    "controls": {  # the mechanism study's controls (lipctr.controls); the defaults change nothing
+        "rating_noise": "none",  # "within_label": training ratings permuted within their binary class
+        "rating_noise_seed": 0,
+        "rating_classes": 0,  # N > 0: ratings merged into N classes (ML: 3 = 1-2/3/4-5, 2 = binary)
+        "aux_rating": False,  # smooth = the K = 1 BCE head plus a separate rating head
+        "label_smoothing": 0.0,  # epsilon of the BCE targets, in [0, 1)
+        "embedding_l2": 0.0,  # weight of an explicit squared-L2 term on the embedding tables
     },
     "variants": ["orig", "smooth"],
     "seeds": [2020, 2021, 2022, 2023, 2024],
@@ -216,7 +226,12 @@ def validate(config: dict, source: str = "config") -> dict:
             parse_mesh(config["mesh"])
         except MeshError as error:
             raise ConfigError(f"{source}: key 'mesh': {error}") from None
-    if config["loss"]["aggregation"] not in ("prob", "logit_sum"):
+    try:
+        preset = get_preset(config["dataset"])
+        Controls(**config["controls"]).check_scale(preset.num_ratings, preset.threshold)
+    except ControlError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    if config["loss"]["aggregation"] not in AGGREGATIONS:
         raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
     if config["eval"]["relevance"] not in ("positive", "any"):
         raise ConfigError(f"{source}: key 'eval.relevance' must be 'positive' or 'any'")

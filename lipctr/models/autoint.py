@@ -6,7 +6,8 @@ residual projection of the embeddings, ReLU'd and flattened into a K-wide attent
 The model sums that with a K-wide MLP branch over the flat embeddings and the K-wide first-order
 linear term. As in RecBole, `dropout_probs[0]` drops attention weights, `dropout_probs[1]` is
 the MLP dropout and `dropout_probs[2]` is never applied (RecBole builds that layer but never
-calls it).
+calls it). `scalar_side_branches=True` keeps the attention output layer width 1 under a K-wide
+head, broadcast to every logit, as the authors' code does.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class AutoInt(CTRModel):
     dropout_probs: tuple[float, float, float] = (0.2, 0.2, 0.2)
     mlp_hidden_size: tuple[int, ...] = (256, 256, 256)  # () drops the MLP branch
     has_residual: bool = False  # the authors' runs left it unset (False)
+    scalar_side_branches: bool = False
 
     @nn.compact
     def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
@@ -84,7 +86,7 @@ class AutoInt(CTRModel):
             )
         if self.has_residual:
             cross = cross + dense(self.attention_size, "v_res_embedding")(emb)
-        logits = prediction_layer(self.num_outputs, "attn_fc")(nn.relu(cross).reshape(batch, -1))
+        logits = prediction_layer(self.side_outputs, "attn_fc")(nn.relu(cross).reshape(batch, -1))
         if self.mlp_hidden_size:
             deep = MLP(self.mlp_hidden_size, self.dropout_probs[1], name="mlp")(
                 emb.reshape(batch, -1), deterministic

@@ -141,6 +141,12 @@ class CTRModel(nn.Module):
         emb = FeatureEmbedding(self.schema, self.embedding_dim, name="embedding")(features)
         return emb if embedding_offset is None else emb + embedding_offset
 
+    @property
+    def side_outputs(self) -> int:
+        """Width of a scalar side branch: 1 when the backbone keeps them scalar (its
+        `scalar_side_branches` hyper-parameter, as in the authors' code), else K."""
+        return 1 if getattr(self, "scalar_side_branches", False) else self.num_outputs
+
     def penalty(self, params) -> jax.Array:
         """The backbone's explicit regularisation term, already weighted (0 when it has none)."""
         return jnp.zeros(())

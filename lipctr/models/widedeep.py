@@ -1,4 +1,7 @@
-"""Wide & Deep (Cheng et al. 2016), as RecBole 1.2.1 defines it: first-order linear part + MLP."""
+"""Wide & Deep (Cheng et al. 2016), as RecBole 1.2.1 defines it: first-order linear part + MLP.
+
+`scalar_side_branches=True` keeps the wide part width 1 under a K-wide head, broadcast to every
+logit, as the authors' code does (under eq. 11 it then cancels in the softmax)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from lipctr.models.base import MLP, CTRModel, FirstOrderLinear, prediction_layer
 class WideDeep(CTRModel):
     mlp_hidden_size: tuple[int, ...] = (128, 128, 128)
     dropout_prob: float = 0.2
+    scalar_side_branches: bool = False
 
     @nn.compact
     def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
@@ -17,5 +21,5 @@ class WideDeep(CTRModel):
         deep = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(
             emb.reshape(emb.shape[0], -1), deterministic
         )
-        wide = FirstOrderLinear(self.schema, self.num_outputs, name="wide")(features)
+        wide = FirstOrderLinear(self.schema, self.side_outputs, name="wide")(features)
         return wide + prediction_layer(self.num_outputs)(deep)  # [B, K]

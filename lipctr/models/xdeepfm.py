@@ -13,6 +13,9 @@ ReLU after that output layer (a quirk that forces the DNN logit to be >= 0).
 Explicit L2 (RecBole's calculate_reg_loss): reg_weight * (sum of the Frobenius norms of the DNN
 kernels, of the CIN kernels and of the first-order weights, grouped as RecBole stores them);
 biases, embeddings and the CIN output layer are not penalised.
+
+`scalar_side_branches=True` keeps the first-order and CIN outputs width 1 under a K-wide head,
+broadcast to every logit, as the authors' code does.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class XDeepFM(CTRModel):
     dropout_prob: float = 0.1
     reg_weight: float = 5e-4
     direct: bool = False
+    scalar_side_branches: bool = False
 
     def _check(self) -> None:
         if not self.cin_layer_size:
@@ -78,11 +82,11 @@ class XDeepFM(CTRModel):
         self._check()
         emb = self.field_embeddings(features, embedding_offset)  # [B, F, d]
         cin = CIN(tuple(self.cin_layer_size), self.direct, name="cin")(emb)
-        cin_logits = prediction_layer(self.num_outputs, name="cin_output")(cin)
+        cin_logits = prediction_layer(self.side_outputs, name="cin_output")(cin)
         hidden = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(emb.reshape(emb.shape[0], -1), deterministic)
         hidden = nn.Dropout(self.dropout_prob, deterministic=deterministic)(hidden)
         dnn_logits = prediction_layer(self.num_outputs, name="dnn_output")(hidden)
-        linear = FirstOrderLinear(self.schema, self.num_outputs, name="first_order")(features)
+        linear = FirstOrderLinear(self.schema, self.side_outputs, name="first_order")(features)
         return linear + cin_logits + dnn_logits  # [B, K]
 
     def penalty(self, params) -> jax.Array:
