@@ -27,7 +27,8 @@ from lipctr.data.schema import Split
 from lipctr.data import synthetic_dataset
 from lipctr.losses import LossConfig
 from lipctr.models import build_model
-from lipctr.train import Trainer, TrainConfig, to_device
+from lipctr.train import TrainConfig, to_device
+from lipctr.trainer import Trainer
 from experiments.configs import model_hparams, named_config
 
 SEEDS = [2020, 2021, 2022, 2023, 2024]

@@ -79,7 +79,7 @@ def lipctr_worker(model: str, members: int, variant: str, data: str, warmup: int
     import jax
 
     from experiments.configs import named_config
-    from experiments.run import build_trainer, members_of
+    from experiments.run import build_trainer, config_variant
     from lipctr.data import get_preset, load_dataset
     from lipctr.train import to_device
     import dataclasses
@@ -89,7 +89,7 @@ def lipctr_worker(model: str, members: int, variant: str, data: str, warmup: int
     dataset = load_dataset(dataclasses.replace(get_preset("ml100k"), path=data))
     trainer = build_trainer(config, dataset, variant)
     train = to_device(dataset.train)
-    chosen = members_of(config, variant)
+    chosen = config_variant(config, variant).members(config["seeds"])
     state, es = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
     epoch_fn = trainer.train_epoch.lower(state, es, train).compile()
     box = [state]

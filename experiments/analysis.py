@@ -21,9 +21,12 @@ from lipctr.checkpoint import load_tree
 from lipctr.data.schema import Dataset
 from lipctr.io import write_text_atomic
 from lipctr.models import embedding_table
-from lipctr.train import Trainer, to_device
+from lipctr.train import to_device
+from lipctr.trainer import Trainer
 
-from experiments.run import Member, build_trainer, members_of
+from lipctr.variant import Member
+
+from experiments.run import build_trainer, config_variant
 
 DENSE_NOISE_STDS = (0.01, 0.03, 0.05, 0.07, 0.09)
 SPARSE_NOISE_STDS = (0.006, 0.008, 0.01, 0.012, 0.014)
@@ -47,8 +50,8 @@ def load_variant(run_dir: Path, variant: str, dataset: Dataset, output: str | No
     final = json.loads((out / "final.json").read_text())
     if final.get("lambda_sweep"):
         config = {**config, "lambda_sweep": final["lambda_sweep"]}
-    members = members_of(config, variant)
-    sweep = variant == "smooth" and bool(config["lambda_sweep"])
+    spec = config_variant(config, variant)
+    members, sweep = spec.members(config["seeds"]), spec.sweep
     trainer = build_trainer(config, dataset, variant)
     state, _ = trainer.init(to_device(dataset.valid)["features"], [members[0].seed], [members[0].lambda_r])
     like = jax.tree.map(lambda x: x[0], {"params": state.params, **state.model_state})

@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lipctr import lipschitz, metrics, softmax_jacobian
+from lipctr import lipschitz, softmax_jacobian
 from lipctr.data.schema import Dataset
 from lipctr.losses import LossConfig
 from lipctr.models import build_model, embedding_table
 from lipctr.models.base import FeatureEmbedding
-from lipctr.train import Trainer, TrainConfig, fit, to_device
+from lipctr.evaluation import member_metrics
+from lipctr.train import TrainConfig, to_device
+from lipctr.trainer import Trainer, fit
 
 from experiments.bandwidth_data import SweepConfig, bandwidth_datasets
 from experiments.configs import model_hparams, named_config
@@ -129,8 +131,8 @@ def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig,
     test = to_device(dataset.test)
     logits = trainer.predict_logits(es.best_params, es.best_model_state, test["features"])
     scores, probs = trainer.click_score(logits), trainer.click_probability(logits)
-    auc = np.asarray(jax.vmap(metrics.auc, in_axes=(0, None))(scores, test["label"]))
-    logloss = np.asarray(jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, test["label"]))
+    measured = member_metrics(scores, probs, test["label"])
+    auc, logloss = np.asarray(measured["auc"]), np.asarray(measured["logloss"])
     schema = trainer.model.schema
     rows = []
     for i, table in enumerate(member_lipschitz(trainer, es, features, config)):

@@ -36,7 +36,9 @@ from lipctr.io import save_npz_atomic, write_json_atomic, write_text_atomic
 from lipctr.models import build_model
 from lipctr.models.controlled import controlled_model
 from lipctr.run_files import write_run_files
-from lipctr.train import Trainer, TrainConfig, fit, to_device
+from lipctr.evaluation import member_metrics
+from lipctr.train import TrainConfig, to_device
+from lipctr.trainer import Trainer, fit
 
 from experiments.configs import model_hparams
 from experiments.history import history_rows, read_history
@@ -45,30 +47,17 @@ from experiments.rundir import RunDirError
 METRIC_KEYS = ("auc", "logloss")
 
 
-@dataclasses.dataclass(frozen=True)
-class Member:
-    seed: int
-    lambda_r: float
-
-    def label(self, sweep: bool) -> str:
-        return f"seed{self.seed}_lambda{self.lambda_r:g}" if sweep else f"seed{self.seed}"
-
-
-def members_of(config: dict, variant: str) -> list[Member]:
-    """The ensemble of a variant: seeds, times the lambda sweep for a smooth sweep."""
-    if variant == "smooth" and config["lambda_sweep"]:
-        return [Member(s, float(lam)) for lam in config["lambda_sweep"] for s in config["seeds"]]
-    lam = float(config["loss"]["lambda_r"]) if variant == "smooth" else 0.0
-    return [Member(s, lam) for s in config["seeds"]]
-
-
 def config_variant(config: dict, variant: str) -> variants.Variant:
-    """The head and loss of `variant` ("orig" or "smooth") under the config's loss options and
-    controls (orig takes only the controls that act on its BCE: label smoothing, embedding L2)."""
+    """The Variant `variant` ("orig" or "smooth") of a config: its loss options and controls (orig
+    takes only the controls that act on its BCE: label smoothing, embedding L2); smooth with a
+    non-empty config["lambda_sweep"] is that lambda_r sweep."""
     loss, controls = config["loss"], Controls(**config.get("controls", {}))  # runs before controls had none
     if variant == "orig":
         controls = Controls(label_smoothing=controls.label_smoothing, embedding_l2=controls.embedding_l2)
         return variants.orig(loss["aggregation"], loss["scale_penalty"], controls)
+    if config["lambda_sweep"]:
+        return variants.lambda_sweep(config["lambda_sweep"], aggregation=loss["aggregation"],
+                                     scale_penalty=loss["scale_penalty"], controls=controls)
     return variants.smooth(loss["lambda_r"], loss["aggregation"], loss["scale_penalty"], controls)
 
 
@@ -96,10 +85,7 @@ def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidat
     probs = trainer.click_probability(logits)
     test_seconds = time.perf_counter() - start
     scores = trainer.click_score(logits)
-    results = {
-        "auc": jax.vmap(metrics.auc, in_axes=(0, None))(scores, test["label"]),
-        "logloss": jax.vmap(metrics.log_loss, in_axes=(0, None))(probs, test["label"]),
-    }
+    results = member_metrics(scores, probs, test["label"])
     relevant = candidates.select(candidates.relevant)
     ranked = trainer.score_candidates(es.best_params, es.best_model_state, relevant)
     ranking = jax.vmap(lambda s: metrics.ranking_metrics(s, relevant.relevant, tuple(config["eval"]["ks"])))(ranked)
@@ -165,9 +151,10 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     name = output or variant
     out = run_dir / name
     final_path = out / "final.json"
-    members = members_of(config, variant)
+    spec = config_variant(config, variant)
+    members = spec.members(config["seeds"])
     num = len(members)
-    sweep = variant == "smooth" and bool(config["lambda_sweep"])
+    sweep = spec.sweep
     labels = [m.label(sweep) for m in members]
     max_epochs = config["train"]["max_epochs"]
     if final_path.exists():
@@ -180,7 +167,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     resuming = checkpoints.latest_epoch() is not None
     history = _saved_history(checkpoints, labels, out / "metrics.csv") if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh)
-    controls = config_variant(config, variant).controls
+    controls = spec.controls
     train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh)
     valid = to_device(dataset.valid, mesh)
     state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members])

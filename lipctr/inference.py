@@ -23,7 +23,7 @@ from lipctr.checkpoint import load_tree
 from lipctr.models import build_model
 from lipctr.run_files import SCHEMA_FILE, RunFileError, read_run_files
 from lipctr.scoring import Scorer
-from lipctr.train import make_predict_fn
+from lipctr.evaluation import make_predict_fn
 
 
 def _example_features(schema, rows: int = 2) -> dict[str, np.ndarray]:

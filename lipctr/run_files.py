@@ -73,7 +73,7 @@ def seen_csr(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def write_run_files(directory: Path, dataset: Dataset, trainer, model_name: str, members: list[dict]) -> None:
     """Write run_tables.npz then run_schema.json into `directory` for a variant trained by
-    `trainer` (a lipctr.train.Trainer of model `model_name`); members = [{"member", "seed",
+    `trainer` (a lipctr.trainer.Trainer of model `model_name`); members = [{"member", "seed",
     "lambda_r"}] in the order of the ensemble axis."""
     offsets, items = seen_csr(dataset)
     groups = {"vocab": vocabularies_of(dataset), "user": dataset.user_features, "item": dataset.item_features,

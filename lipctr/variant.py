@@ -104,7 +104,7 @@ def smooth(lambda_r: float, aggregation: str = "prob", scale_penalty: bool = Tru
 
 
 def lambda_sweep(lambdas, name: str = "lambda_sweep", aggregation: str = "prob",
-                 scale_penalty: bool = True) -> Variant:
+                 scale_penalty: bool = True, controls: Controls = NO_CONTROLS) -> Variant:
     """smooth members for every lambda_r in `lambdas`, trained as one ensemble."""
     return Variant(name, "smooth", tuple(float(lam) for lam in lambdas), sweep=True,
-                   aggregation=aggregation, scale_penalty=scale_penalty)
+                   aggregation=aggregation, scale_penalty=scale_penalty, controls=controls)

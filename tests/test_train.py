@@ -10,7 +10,8 @@ import pytest
 
 from lipctr.losses import LossConfig
 from lipctr.models import build_model
-from lipctr.train import Trainer, TrainConfig, epoch_batches, fit, to_device
+from lipctr.train import TrainConfig, epoch_batches, to_device
+from lipctr.trainer import Trainer, fit
 
 from tests.tiny_data import tiny_dataset
 
