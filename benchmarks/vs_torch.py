@@ -10,7 +10,7 @@ epochs, `--epochs` timed ones; the table gives medians over all timed epochs of 
   torch 1s    PyTorch, one seed, s/epoch (RecBole's Trainer._train_epoch, --torch-threads, default all cores)
   lip 1s      lipctr, one seed (orig head), s/epoch
   lip 5s/m    lipctr, five seeds trained as one ensemble (one program; on the CPU its members run
-              one after another, lipctr.train.over_members), s/epoch per member
+              one after another, lipctr.ensemble.over_members), s/epoch per member
   lip/torch   lip 1s / torch 1s        (issue 12's goal: <= 0.5)
   5s/torch    lip 5s/m / torch 1s      (goal: <= 0.35)
   smooth/orig lipctr's rating head (K = 5) over the orig head, one seed (goal: <= 1.05)

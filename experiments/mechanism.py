@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lipctr import sharding
+from lipctr import runtime
 from lipctr.data import DataError, get_preset, load_dataset
 from lipctr.io import write_json_atomic, write_text_atomic
 from lipctr.models import MODEL_NAMES
@@ -123,7 +123,7 @@ def study_root(args, dataset_name: str) -> Path:
 
 
 def main(argv=None) -> int:
-    sharding.deterministic_gpu_ops()
+    runtime.configure_xla()
     args = parse_args(argv)
     try:
         configs = study_configs(args)

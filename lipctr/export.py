@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from lipctr.ensemble import over_members, sequential_members
 from lipctr.io import write_bytes_atomic
 from lipctr.run_files import SCHEMA_FILE, TABLES_FILE, RunFileError, read_run_files
 from lipctr.scoring import Scorer
@@ -50,7 +51,8 @@ def export_run(run, path: str | Path, platforms: tuple[str, ...] | None = None) 
         def one(p, s):
             return model.apply({"params": p, **s}, features, deterministic=True)
 
-        return jax.vmap(one)(params, model_state)
+        # members mapped as in training and lipctr.inference (lipctr.ensemble), so the bits agree
+        return over_members(one, (0, 0), sequential_members("auto"))(params, model_state)
 
     (batch,) = jax.export.symbolic_shape("b")
     exported = jax.export.export(jax.jit(logits), platforms=platforms)(input_specs(run.schema, batch))

@@ -23,6 +23,7 @@ from lipctr.checkpoint import load_tree
 from lipctr.models import build_model
 from lipctr.run_files import SCHEMA_FILE, RunFileError, read_run_files
 from lipctr.scoring import Scorer
+from lipctr.ensemble import over_members, sequential_members
 from lipctr.evaluation import make_predict_fn
 
 
@@ -68,13 +69,13 @@ class Run(Scorer):
         self.min_chunk = 1 if mesh is None else int(mesh.shape["data"])
 
     def _logits(self, batch: dict) -> jax.Array:
-        """Logits [M, C, K] of a batch of C rows: the training evaluation's program (members
-        vmapped, one chunk of C rows), compiled once per C."""
+        """Logits [M, C, K] of a batch of C rows: the training evaluation's program (members mapped
+        as in training, lipctr.ensemble; one chunk of C rows), compiled once per C."""
         size = len(next(iter(batch.values())))
         if size not in self._programs:
             predict = make_predict_fn(self.model, size, size, self.mesh)
             if self.mesh is None:
-                program = jax.jit(jax.vmap(predict, in_axes=(0, 0, None)))
+                program = jax.jit(over_members(predict, (0, 0, None), sequential_members("auto")))
             else:
                 program = jax.jit(jax.vmap(predict, in_axes=(0, 0, None), spmd_axis_name="seeds"),
                                   out_shardings=sharding.replicated(self.mesh))

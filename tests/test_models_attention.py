@@ -356,6 +356,7 @@ def test_default_hparams_are_the_authors_ml1m_settings():
     assert default_hparams("autoint") == dict(
         embedding_dim=16, attention_size=8, n_layers=3, num_heads=2, dropout_probs=(0.2, 0.2, 0.2),
         mlp_hidden_size=(256, 256, 256), has_residual=False,
+        scalar_side_branches=False,  # the mechanism study's switch to the authors' width-1 side branch
     )
     assert default_hparams("fignn") == dict(
         embedding_dim=16, attention_size=8, n_layers=2, num_heads=2, attn_dropout_prob=0.2,
