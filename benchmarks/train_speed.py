@@ -25,22 +25,24 @@ import jax
 
 from lipctr.data.schema import Split
 from lipctr.data import synthetic_dataset
-from lipctr.losses import LossConfig
 from lipctr.models import build_model
 from lipctr.train import TrainConfig, to_device
+from lipctr.variant import Variant, orig, smooth
 from lipctr.trainer import Trainer
 from experiments.configs import model_hparams, named_config
 
 SEEDS = [2020, 2021, 2022, 2023, 2024]
 
 
-def measure(model_name: str, dataset, num_outputs: int, members: int, repeats: int) -> dict:
+def measure(model_name: str, dataset, variant: Variant, members: int, repeats: int) -> dict:
     config = named_config(f"{model_name}_ml1m")
-    model = build_model(model_name, dataset.schema, num_outputs, **model_hparams(config))
-    trainer = Trainer(model, LossConfig(lambda_r=0.7), TrainConfig(learning_rate=config["train"]["learning_rate"]),
-                      len(dataset.train), len(dataset.valid))
+    schema = dataset.schema
+    model = build_model(model_name, schema, variant.num_outputs(schema.num_ratings), **model_hparams(config))
+    trainer = Trainer(model, variant.loss_config(schema.threshold),
+                      TrainConfig(learning_rate=config["train"]["learning_rate"]), len(dataset.train), len(dataset.valid))
     train, valid = to_device(dataset.train), to_device(dataset.valid)
-    state, es = trainer.init(train["features"], SEEDS[:members], [0.7] * members)
+    chosen = variant.members(SEEDS[:members])
+    state, es = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
     start = time.perf_counter()
     compiled = trainer.train_epoch.lower(state, es, train).compile()
     compile_seconds = time.perf_counter() - start
@@ -82,9 +84,10 @@ def main(argv=None) -> None:
     print(header)
     for name in args.models.split(","):
         results = {}
-        for num_outputs, head in ((1, "orig"), (5, "smooth")):
+        for variant in (orig(), smooth(0.7)):
+            head = variant.name
             for members in (1, 5):
-                r = measure(name, dataset, num_outputs, members, args.repeats)
+                r = measure(name, dataset, variant, members, args.repeats)
                 results[head, members] = r
                 print(f"{name:9} {head:6} {members:>5} {r['compile_s']:9.2f} {r['epoch_s']:8.2f} "
                       f"{r['eval_s']:7.3f} {r['examples_per_s']:11,.0f}", flush=True)

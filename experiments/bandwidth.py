@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 from lipctr import runtime
 from lipctr.losses import AGGREGATIONS
 
 from experiments.bandwidth_data import SweepConfig, load_data
+from experiments.configs import parse_toml_value
 from experiments.bandwidth_measure import run_sweep
 from experiments.bandwidth_report import write_outputs
 
@@ -42,8 +42,8 @@ def _hparam(item: str) -> tuple[str, object]:
     """"name=value" (value in TOML syntax; lists become tuples) -> (name, value)."""
     name, sep, text = item.partition("=")
     try:
-        value = tomllib.loads(f"v = {text}")["v"] if sep else None
-    except tomllib.TOMLDecodeError:
+        value = parse_toml_value(text, strict=True) if sep else None
+    except ValueError:
         value = None
     if not name or value is None:
         raise ValueError(f"--hparam {item!r}: expected KEY=VALUE with a TOML value, e.g. mlp_hidden_size=[64,64,64]")

@@ -7,7 +7,9 @@ import dataclasses
 
 import numpy as np
 
+from lipctr.losses import LossConfig
 from lipctr.rating_buckets import Buckets, bucketize
+from lipctr.train import TrainConfig
 from lipctr.data.schema import Dataset, Split
 from lipctr.data import synthetic_dataset
 
@@ -21,11 +23,11 @@ class SweepConfig:
     model: str = "dcnv2"
     class_counts: tuple[int, ...] = (2, 3, 5, 10, 20)
     seeds: tuple[int, ...] = (2020, 2021, 2022)
-    lambda_r: float = 0.7
+    lambda_r: float = LossConfig.lambda_r
     threshold_quantile: float = 0.6
-    aggregation: str = "prob"
+    aggregation: str = LossConfig.aggregation
     max_epochs: int = 50
-    patience: int = 5
+    patience: int = TrainConfig.patience
     batch_size: int | None = None  # None = the model config's
     learning_rate: float | None = None  # None = the model config's
     lipschitz_examples: int = 256

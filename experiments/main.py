@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import jax
@@ -28,7 +27,7 @@ from lipctr.models import MODEL_NAMES
 
 from experiments import data_source
 from experiments.analysis import run_analyses
-from experiments.configs import ConfigError, load_config, merge, validate
+from experiments.configs import ConfigError, load_config, merge, parse_toml_value, validate
 from experiments.report import write_report
 from experiments.run import run_variant
 from experiments.rundir import RunDirError, create_run_dir, lock_run_dir, read_run_config, resume_config
@@ -71,13 +70,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _parse_value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _parse_list(flag: str, text: str, kind, example: str) -> list:
     """Comma-separated values of `kind`; ConfigError naming the flag for an empty list or a bad item."""
     what = "integers" if kind is int else "numbers"
@@ -114,7 +106,7 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.learning_rate=5e-3")
         key, value = item.split("=", 1)
-        config = _set_key(config, key.strip(), _parse_value(value.strip()))
+        config = _set_key(config, key.strip(), parse_toml_value(value.strip()))
     if args.variant:
         config["variants"] = ["orig", "smooth"] if args.variant == "both" else [args.variant]
     if args.lambda_r is not None:

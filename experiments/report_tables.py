@@ -100,7 +100,8 @@ def lambda_table(runs: list[dict]) -> pd.DataFrame:
         sweep = run["finals"].get("lambda_sweep")
         if sweep is None:
             continue
-        orig = run["finals"].get("orig", {}).get("summary", {}).get("0", {}).get("auc", {}).get("mean", np.nan)
+        orig_groups = run["finals"].get("orig", {}).get("summary", {})  # orig has one group, lambda_r 0
+        orig = next(iter(orig_groups.values()))["auc"]["mean"] if orig_groups else np.nan
         for lam, summary in sweep["summary"].items():
             rows.append({"model": run["config"]["model"], "lambda_r": float(lam), "auc_mean": summary["auc"]["mean"],
                          "auc_std": summary["auc"]["std"], "orig_auc_mean": orig,

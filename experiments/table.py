@@ -19,7 +19,7 @@ def _groups(final: dict) -> dict[str, tuple[list[dict], list[dict]]]:
     """{lambda_r label: (kept members, diverged members)} in final.json's summary order."""
     groups = {lam: ([], []) for lam in final["summary"]}
     for m in final["members"]:
-        lam = f"{m['lambda_r']:g}" if final["variant"] == "smooth" else "0"
+        lam = f"{m['lambda_r']:g}"  # final.json's summary keys ("0" for orig)
         groups.setdefault(lam, ([], []))[bool(m.get("diverged", False))].append(m)
     return groups
 
@@ -36,7 +36,7 @@ def results_table(finals: dict, ks=(10, 20)) -> str:
     columns = metric_columns(ks)
     lines = ["| variant | " + " | ".join(title for _, title in columns) + " |",
              "|---|" + "---|" * len(columns)]
-    orig = _groups(finals["orig"])["0"][0] if "orig" in finals else None
+    orig = next(iter(_groups(finals["orig"]).values()))[0] if "orig" in finals else None
     left_out = []
     for variant, final in finals.items():
         for lam, (kept, diverged) in _groups(final).items():

@@ -53,6 +53,7 @@ def test_weight_norms_match_numpy(finished_run):
         np.testing.assert_allclose(table["user_weight_norm"][i], np.sqrt((user.astype(np.float64) ** 2).sum()), rtol=1e-5)
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_run_analyses_writes_every_table(finished_run):
     ds, run_dir, _ = finished_run
     analysis.run_analyses(run_dir, ds, ("orig", "smooth"), noise_draws=1, lipschitz_examples=16)
@@ -82,6 +83,7 @@ def test_paired_t_test_matches_closed_form_values():
     assert p_crit == pytest.approx(0.05, abs=1e-5)
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_report_tables_and_figures(finished_run, tmp_path):
     import pandas as pd
     from experiments.report import write_report
@@ -99,6 +101,7 @@ def test_report_tables_and_figures(finished_run, tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_analysis_summary_equals_direct_means(finished_run, tmp_path):
     import pandas as pd
     from experiments.report_tables import analysis_summary, read_run

@@ -134,6 +134,7 @@ def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     assert (tmp_path / "bandwidth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
     import jax
 

@@ -123,6 +123,7 @@ def test_aux_rating_scores_clicks_from_the_bce_head_only():
 
 @pytest.mark.parametrize("model", ["dcnv2", pytest.param("xdeepfm", marks=pytest.mark.slow),
                                    pytest.param("fignn", marks=pytest.mark.slow)])
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_aux_rating_click_head_trains_as_orig_at_lambda_zero(model):
     """Same seed, same init of the click column and shared parameters, lambda_r = 0: the click
     logits follow orig's training trajectory to float rounding (xDeepFM: its L2 term covers K-wide

@@ -92,6 +92,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_outputs_and_resume_equals_uninterrupted(tmp_path, monkeypatch, tiny):
     ds, candidates = tiny
     config = tiny_config()

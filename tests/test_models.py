@@ -147,6 +147,7 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(name, k, overrides):
     assert_gradients_alive(dropout, f"{name} K={k} {overrides} dropout")
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
 def test_outputs_permute_with_the_batch(name, k):
     out = outputs(name, k)

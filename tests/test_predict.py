@@ -187,6 +187,7 @@ def test_exported_scores_equal_the_in_process_model(run5, data, tmp_path):
     assert "b" in str(program.in_avals[0].shape)  # the batch dimension is symbolic
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_unknown_ids_are_mapped_with_a_count_or_refused(run5, data):
     dataset, _ = data
     run = lipctr.load_run(run5, "smooth")
@@ -212,6 +213,7 @@ def test_unknown_ids_are_mapped_with_a_count_or_refused(run5, data):
         run.recommend(["u17", "nobody"], unknown="error")
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_feature_columns_override_the_stored_tables(run5, data):
     dataset, _ = data
     run = lipctr.load_run(run5, "smooth")
@@ -261,6 +263,7 @@ def test_run_without_its_schema_gives_the_message(run5, tmp_path, capsys):
         lipctr.load_run(run5, "lambda_sweep")
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_cli_pairs_and_recommend_as_in_the_readme(run5, data, tmp_path, capsys):
     dataset, _ = data
     run = lipctr.load_run(run5, "smooth")

@@ -147,6 +147,7 @@ def test_resume_refuses_flags_that_change_the_stored_config(monkeypatch, capsys,
     assert {p: p.read_bytes() for p in done_run.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_resume_with_more_epochs_equals_the_longer_run(monkeypatch, capsys, long_run, copy_of):
     """--epochs on resume: members stopped by the epoch limit train on, members stopped by
     patience stay stopped, and the result equals a run trained for 5 epochs from the start."""

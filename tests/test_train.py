@@ -64,6 +64,7 @@ def test_ensemble_equals_independent_runs(data, trainer3):
     assert len(set(np.round(rec_all[-1].valid_auc, 6))) == len(SEEDS)
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_lambda_is_a_member_axis(data, trainer3):
     ds, train, valid = data
     _, _, _, rec = run(trainer3, train, valid, [2020, 2020], lambdas=[0.1, 0.9])
@@ -72,6 +73,7 @@ def test_lambda_is_a_member_axis(data, trainer3):
     assert abs(rec[-1].stats.loss[0] - rec[-1].stats.loss[1]) > 1e-3
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_vmapped_and_sequential_members_agree(data):
     """Both ways of computing the member axis (over_members) train the same ensemble; one member
     runs without a member axis at all and still matches."""
@@ -111,6 +113,7 @@ def test_one_compilation_and_no_transfers_inside_an_epoch(data):
     assert trainer.train_epoch._cache_size() == 1
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_early_stopping_is_per_member_and_keeps_best(data):
     ds, train, valid = data
     trainer, state, es, records = run(make_trainer(ds, max_epochs=40, patience=2), train, valid, SEEDS[:3])

@@ -9,14 +9,17 @@ model's, then the (model, dataset) overrides of the authors' runs (REFERENCE.md 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 from pathlib import Path
 
 from lipctr.controls import ControlError, Controls
 from lipctr.data import DataError, get_preset
-from lipctr.losses import AGGREGATIONS
+from lipctr.ensemble import MEMBER_MODES
+from lipctr.losses import AGGREGATIONS, LossConfig
 from lipctr.models import MODEL_NAMES, default_hparams
 from lipctr.sharding import MeshError, parse_mesh
+from lipctr.train import TrainConfig
 
 from experiments import data_source
 
@@ -28,18 +31,10 @@ DEFAULTS: dict = {
     "data_path": "",  # dataset folder; "" = the preset's folder under datasets/
     "data": {},  # lipctr.data.DataConfig fields for the data (experiments.data_source); {} = the preset's
     "model_hparams": {},  # overrides of the model's own defaults (lipctr.models.default_hparams)
-    "train": {
-        "learning_rate": 1e-3,
-        "weight_decay": 0.0,
-        "batch_size": 4096,
-        "eval_batch_size": 8192,
-        "max_epochs": 300,
-        "patience": 5,
-    },
-    "loss": {
-        "lambda_r": 0.7,
-        "aggregation": "prob",  # "prob" (eq. 11) or "logit_sum" (the authors' code)
-        "scale_penalty": True,  # the backbone's L2 term scaled by (1 - lambda_r), as the authors do
+    "train": {k: v for k, v in dataclasses.asdict(TrainConfig()).items()},  # lipctr.train's defaults
+    "loss": {  # lipctr.losses.LossConfig's defaults: lambda_r 0.7, aggregation "prob" (eq. 11; "logit_sum" =
+        # the authors' code), scale_penalty True (the backbone's L2 term scaled by 1 - lambda_r, as the authors do)
+        key: getattr(LossConfig(), key) for key in ("lambda_r", "aggregation", "scale_penalty")
     },
     "controls": {  # the mechanism study's controls (lipctr.controls); the defaults change nothing
         "rating_noise": "none",  # "within_label": training ratings permuted within their binary class
@@ -231,6 +226,9 @@ def validate(config: dict, source: str = "config") -> dict:
         Controls(**config["controls"]).check_scale(preset.num_ratings, preset.threshold)
     except ControlError as error:
         raise ConfigError(f"{source}: {error}") from None
+    if config["train"]["members"] not in MEMBER_MODES:
+        raise ConfigError(f"{source}: key 'train.members' must be one of {', '.join(MEMBER_MODES)}, "
+                          f"got {config['train']['members']!r}")
     if config["loss"]["aggregation"] not in AGGREGATIONS:
         raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
     if config["eval"]["relevance"] not in ("positive", "any"):
@@ -263,6 +261,17 @@ def _check_training_numbers(config: dict, source: str) -> None:
     if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ev["ks"]):
         raise ConfigError(f"{source}: key 'eval.ks' must list cutoffs k >= 1 (NDCG@k, Recall@k), got {ev['ks']!r}")
     _check_distinct(ev["ks"], "eval.ks", source)
+
+
+def parse_toml_value(text: str, strict: bool = False):
+    """A command-line value in TOML syntax (5e-3, [64, 64], true, "x"). Text that is not TOML is
+    the string itself, or with `strict` a ValueError."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if strict:
+            raise ValueError(f"{text!r} is not a TOML value") from None
+        return text
 
 
 def model_hparams(config: dict) -> dict:
