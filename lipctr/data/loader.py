@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lipctr.data import atomic, grouplens, synthetic, tabular
+from lipctr.data import atomic, fetch, grouplens, synthetic, tabular
 from lipctr.data.cache import cache_key, load_cache, save_cache
 from lipctr.data.config import DataConfig, dataset_dir
 from lipctr.data.errors import DataError, DataWarning
-from lipctr.data.fetch import fetch_ml100k
 from lipctr.data.locate import fetchable, present_files, resolve_format, wanted_files
 from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData
@@ -90,7 +89,7 @@ def source_files(config: DataConfig) -> list[Path]:
     """The files the dataset is read from, else DatasetNotFoundError. ML-100K is fetched when
     absent, but only into the default folder (config.path None), never into a user's folder."""
     if fetchable(config) and not all(p.is_file() for p in wanted_files(config).values()):
-        fetch_ml100k(dataset_dir(config))
+        fetch.fetch_ml100k(dataset_dir(config))
     return present_files(config)
 
 
