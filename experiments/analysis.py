@@ -19,7 +19,6 @@ from lipctr import lipschitz, metrics, softmax_jacobian
 from lipctr.data.schema import Dataset
 from lipctr.inference import Run, load_run
 from lipctr.io import write_text_atomic
-from lipctr.models import embedding_table
 from lipctr.train import to_device
 
 DENSE_NOISE_STDS = (0.01, 0.03, 0.05, 0.07, 0.09)
@@ -33,12 +32,7 @@ def _member_columns(run: Run) -> dict:
 
 def weight_norms(run: Run) -> pd.DataFrame:
     """L2 (Frobenius) norms of the user and item embedding tables after training, per member."""
-    schema = run.model.schema
-    norms = {
-        f"{side}_weight_norm": np.asarray(jax.vmap(lambda p, f=field: jnp.linalg.norm(embedding_table(p, f)))(run.params))
-        for side, field in (("user", schema.user_field), ("item", schema.item_field))
-    }
-    return pd.DataFrame({**_member_columns(run), **norms})
+    return pd.DataFrame({**_member_columns(run), **lipschitz.embedding_weight_norms(run.params, run.model.schema)})
 
 
 def noisy_logits_fn(model, num_examples: int, chunk: int = 8192):
@@ -89,23 +83,13 @@ def noise_robustness(run: Run, dataset: Dataset, stds, draws: int = 3, seed: int
 
 def local_lipschitz(run: Run, dataset: Dataset, num_examples: int = 256, seed: int = 0) -> pd.DataFrame:
     """Per-member summary (mean, median, max over test examples) of the local Lipschitz measures
-    of p_hat w.r.t. the concatenated input field embeddings (lipctr.lipschitz.local_lipschitz)."""
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(dataset.test), size=min(num_examples, len(dataset.test)), replace=False)
-    features = {k: v[pick] for k, v in dataset.test.features.items()}
-    model, loss = run.model, run.loss_config
-    emb_shape = (model.schema.num_fields, model.embedding_dim)
-    def apply_fn(variables, batch, offset):  # one function for all members: compiled once
-        return loss.click_logits(model.apply(variables, batch, deterministic=True, embedding_offset=offset))
-
+    of p_hat w.r.t. the concatenated input field embeddings (lipctr.lipschitz.member_tables)."""
+    features = lipschitz.example_subset(dataset.test.features, num_examples, seed)
+    tables = lipschitz.member_tables(run.model, run.loss_config, run.params, run.model_state, features, seed=seed)
     rows = []
-    for i, (seed_i, lambda_r) in enumerate(zip(run.member_seeds, run.member_lambdas)):
-        variables = {"params": jax.tree.map(lambda x: x[i], run.params),
-                     **jax.tree.map(lambda x: x[i], run.model_state)}
-        table = lipschitz.local_lipschitz(apply_fn, features, emb_shape, loss.threshold, loss.aggregation,
-                                          key=jax.random.PRNGKey(seed), mode="jacfwd", variables=variables)
+    for seed_i, lambda_r, table in zip(run.member_seeds, run.member_lambdas, tables):
         summary = lipschitz.summarize(table)
-        row = {"variant": run.variant, "seed": seed_i, "lambda_r": lambda_r, "examples": len(pick)}
+        row = {"variant": run.variant, "seed": seed_i, "lambda_r": lambda_r, "examples": len(table)}
         for column in table.columns:
             for stat in summary.index:
                 row[f"{column}_{stat}"] = float(summary.loc[stat, column])

@@ -1,19 +1,19 @@
 """The bandwidth sweep's training and measurements: each N's ensemble trained with early
-stopping, then per member test metrics, local Lipschitz summaries and softmax Jacobian norms."""
+stopping, then per member test metrics, local Lipschitz summaries and embedding weight norms
+(lipctr.lipschitz's one measurement, as the analyses of a run take them) and softmax Jacobian norms."""
 
 from __future__ import annotations
 
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from lipctr import lipschitz, softmax_jacobian
 from lipctr.data.schema import Dataset
 from lipctr.losses import LossConfig
-from lipctr.models import build_model, embedding_table
+from lipctr.models import build_model
 from lipctr.models.base import FeatureEmbedding
 from lipctr.evaluation import member_metrics
 from lipctr.train import TrainConfig, to_device
@@ -25,7 +25,6 @@ from experiments.configs import model_hparams, named_config
 LIPSCHITZ_MEASURES = ("grad_norm", "spectral_probs", "spectral_logits", "ratio")
 # Columns that are NaN for the orig rows (K = 1 has no softmax over rating classes).
 SOFTMAX_COLUMNS = ("softmax_norm_mean", "softmax_norm_median", "softmax_norm_max", "softmax_fraction_above_bound")
-MEMBER_KEY = "__member__"  # extra feature of the Lipschitz batches: which ensemble member scores the example  # extra feature of the Lipschitz batches: which ensemble member scores the example
 
 
 def train_config(config: SweepConfig) -> tuple[TrainConfig, dict]:
@@ -58,44 +57,6 @@ def train_members(config: SweepConfig, dataset: Dataset, num_outputs: int, lambd
     start = time.perf_counter()
     state, es = fit(trainer, state, es, train, valid, on_epoch)
     return trainer, es, {"epochs": len(epochs), "train_seconds": time.perf_counter() - start}
-
-def lipschitz_features(dataset: Dataset, num_examples: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """The same fixed random subset of test examples for every model: features [m, ...]."""
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(dataset.test), size=min(num_examples, len(dataset.test)), replace=False))
-    return {k: v[pick] for k, v in dataset.test.features.items()}
-
-def ensemble_apply_fn(model, params, model_state):
-    """apply_fn(batch, offset) -> logits [B, K] for lipctr.lipschitz over a stacked ensemble
-    (leaves [M, ...]): batch[MEMBER_KEY] int32 [B] says which member scores each example, so one
-    compiled program measures every member."""
-
-    def apply_fn(batch, offset):
-        batch = dict(batch)
-        member = batch.pop(MEMBER_KEY)
-
-        def one(m, example, example_offset):
-            variables = jax.tree.map(lambda x: jnp.asarray(x)[m], {"params": params, **model_state})
-            single = jax.tree.map(lambda a: a[None], example)
-            return model.apply(variables, single, deterministic=True, embedding_offset=example_offset[None])[0]
-
-        return jax.vmap(one)(member, batch, offset)
-
-    return apply_fn
-
-def member_lipschitz(trainer: Trainer, es, features, config: SweepConfig) -> list[pd.DataFrame]:
-    """lipctr.lipschitz.local_lipschitz of every member on the same examples: one table [m, measures]
-    per member."""
-    model, loss = trainer.model, trainer.loss_config
-    members = len(config.seeds)
-    m = len(next(iter(features.values())))
-    tiled = {k: np.concatenate([v] * members) for k, v in features.items()}
-    tiled[MEMBER_KEY] = np.repeat(np.arange(members, dtype=np.int32), m)
-    table = lipschitz.local_lipschitz(
-        ensemble_apply_fn(model, es.best_params, es.best_model_state), tiled,
-        (model.schema.num_fields, model.embedding_dim), loss.threshold, loss.aggregation,
-        num_iters=config.power_iters, key=jax.random.PRNGKey(0), mode="jacrev")
-    return [table.iloc[i * m:(i + 1) * m].reset_index(drop=True) for i in range(members)]
 
 def input_norms(model, params, features) -> np.ndarray:
     """||e|| of each example's concatenated field embeddings e (the point where the Lipschitz
@@ -133,18 +94,18 @@ def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig,
     scores, probs = trainer.click_score(logits), trainer.click_probability(logits)
     measured = member_metrics(scores, probs, test["label"])
     auc, logloss = np.asarray(measured["auc"]), np.asarray(measured["logloss"])
-    schema = trainer.model.schema
+    tables = lipschitz.member_tables(trainer.model, trainer.loss_config, es.best_params, es.best_model_state,
+                                     features, num_iters=config.power_iters)
+    weight_norms = lipschitz.embedding_weight_norms(es.best_params, trainer.model.schema)
     rows = []
-    for i, table in enumerate(member_lipschitz(trainer, es, features, config)):
+    for i, table in enumerate(tables):
         params = jax.tree.map(lambda x: x[i], es.best_params)
         best_epoch = int(np.asarray(es.best_epoch)[i])
         row = {"best_epoch": best_epoch, "capped": best_epoch > config.max_epochs - config.patience,
                "best_valid_auc": float(np.asarray(es.best_auc)[i]),
                "test_auc": float(auc[i]), "test_logloss": float(logloss[i]),
                **lipschitz_columns(table, input_norms(trainer.model, params, features)),
-               **softmax_columns(logits[i])}
-        for side, field in (("user", schema.user_field), ("item", schema.item_field)):
-            row[f"{side}_weight_norm"] = float(jnp.linalg.norm(embedding_table(params, field)))
+               **softmax_columns(logits[i]), **{name: float(norms[i]) for name, norms in weight_norms.items()}}
         rows.append(row)
     return rows
 
@@ -153,7 +114,7 @@ def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.nd
     """Train and measure orig once and smooth for every N -> (one row per member, {N: Buckets})."""
     log = log or (lambda _msg: None)
     datasets = bandwidth_datasets(dataset, preference, config.class_counts, config.threshold_quantile)
-    features = lipschitz_features(dataset, config.lipschitz_examples)
+    features = lipschitz.example_subset(dataset.test.features, config.lipschitz_examples)
     runs = [("orig", min(datasets), 1, 0.0)] + [("smooth", n, n, config.lambda_r) for n in sorted(datasets)]
     rows = []
     for variant, n, num_outputs, lambda_r in runs:
