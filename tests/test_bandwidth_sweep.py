@@ -108,7 +108,7 @@ def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     dataset, preference = synthetic_dataset(sizes, 1, return_preference=True)
     config = bwd.SweepConfig(preset="custom", class_counts=(3,), seeds=(1, 2), max_epochs=1, batch_size=512,
                             lipschitz_examples=8, power_iters=3, model_hparams=(("mlp_hidden_size", (16,)),))
-    frame, buckets = bwm.run_sweep(config, dataset, preference)
+    frame, buckets = bwm.run_sweep(config, dataset, preference, tmp_path / "runs")
     bwr.write_outputs(tmp_path, config, frame, buckets, dataset)
     table = pd.read_csv(tmp_path / "bandwidth.csv")
     assert list(zip(table["variant"], table["N"], table["K"], table["seed"])) == [
@@ -227,3 +227,19 @@ def test_implicit_signal_errors_name_the_column():
         signal_to_ratings(frame, "dwell", 5)
     kept, _ = signal_to_ratings(frame, "dwell", 3, keep_signal=True)
     assert kept["dwell"].tolist() == [1.0, 2.0, 3.0] and kept["rating"].tolist() == [1, 2, 3]
+
+
+def test_sweep_runs_take_the_sweep_settings_and_refuse_another_configs_folder(tiny, tmp_path):
+    from lipctr.io import write_json_atomic
+
+    dataset, _ = tiny
+    config = bwd.SweepConfig(preset="tiny", seeds=(1, 2), max_epochs=4, patience=2, lambda_r=0.3,
+                             model_hparams=(("mlp_hidden_size", (16,)),))
+    settings = bwm.run_config(config, dataset)
+    assert settings["seeds"] == [1, 2] and settings["loss"]["lambda_r"] == 0.3
+    assert (settings["train"]["max_epochs"], settings["train"]["patience"]) == (4, 2)
+    assert settings["model_hparams"]["mlp_hidden_size"] == [16]
+    write_json_atomic(tmp_path / "config.json", {**settings, "seeds": [7]})
+    with pytest.raises(ValueError, match="another configuration"):
+        bwm.train_variant(settings, dataset, "orig", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # nothing trained or written
