@@ -2,7 +2,7 @@
 
     python benchmarks/model_step.py [--models dcnv2 nfm] [--batch 4096] [--repeats 7] [--inner 3]
 
-One training-mode step = loss (BCE for K = 1, eq. 13 for K = 5) + the model's penalty, and its
+One training-mode step = lipctr.train.loss_fn (BCE for K = 1, eq. 13 for K = 5, + the model's penalty) and its
 gradient with respect to all parameters (dropout on, batch statistics updated), on a random
 batch in the ML-100K schema with the default (ML-1M) hyper-parameters. Both variants of a model
 are compiled and run once untimed, then timed side by side: each repeat times `inner` steps of
@@ -22,9 +22,10 @@ import time
 import jax
 import numpy as np
 
-from lipctr.losses import LossConfig, multihead_loss
+from lipctr.losses import LossConfig
 from lipctr.models import MODEL_NAMES, build_model
 from lipctr.models.parameter_counts import ml100k_schema, random_features
+from lipctr.train import loss_fn
 
 
 def make_step(name: str, num_outputs: int, batch: int, seed: int = 0):
@@ -37,18 +38,14 @@ def make_step(name: str, num_outputs: int, batch: int, seed: int = 0):
     model = build_model(name, schema, num_outputs)
     variables = model.init(jax.random.key(seed), features)
     config = LossConfig(threshold=schema.threshold)
+    data = {"features": features, "rating": rating, "label": label}
+    weight = np.ones(batch, np.float32)
 
     @jax.jit
     def step(variables, key):
         state = {c: v for c, v in variables.items() if c != "params"}
-
-        def loss(params):
-            logits, new_state = model.apply(
-                {"params": params, **state}, features, deterministic=False, rngs={"dropout": key}, mutable=list(state)
-            )
-            return multihead_loss(logits, rating, label, config, penalty=model.penalty(params)), new_state
-
-        (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        loss = jax.value_and_grad(lambda p: loss_fn(model, config, p, state, data, weight, key), has_aux=True)
+        (value, new_state), grads = loss(variables["params"])
         return value, grads, new_state
 
     return step, variables

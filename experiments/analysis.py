@@ -1,13 +1,12 @@
 """Analyses of a finished run (the paper's Figures 2-3 and Theorem 1, measured).
 
-Each function takes a `TrainedVariant` (a variant's best params of every member, restored from
-its orbax checkpoints) and returns a DataFrame; `run_analyses` writes them as CSVs under
-`<run_dir>/analysis/`.
+Each function takes a `lipctr.inference.Run` (a variant's model and the best params of every
+member, loaded by `lipctr.load_run`) and returns a DataFrame; `run_analyses` writes them as CSVs
+under `<run_dir>/analysis/`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,68 +16,28 @@ import numpy as np
 import pandas as pd
 
 from lipctr import lipschitz, metrics, softmax_jacobian
-from lipctr.checkpoint import load_tree
 from lipctr.data.schema import Dataset
+from lipctr.inference import Run, load_run
 from lipctr.io import write_text_atomic
-from lipctr.models import embedding_table
 from lipctr.train import to_device
-from lipctr.trainer import Trainer
-
-from lipctr.variant import Member
-
-from experiments.run import build_trainer, config_variant
 
 DENSE_NOISE_STDS = (0.01, 0.03, 0.05, 0.07, 0.09)
 SPARSE_NOISE_STDS = (0.006, 0.008, 0.01, 0.012, 0.014)
 SPARSE_DATASETS = ("yelp2018", "amazon_book")
 
 
-@dataclasses.dataclass
-class TrainedVariant:
-    config: dict
-    variant: str
-    trainer: Trainer
-    members: list[Member]
-    params: dict  # stacked over members [M, ...]
-    model_state: dict
+def _member_columns(run: Run) -> dict:
+    return {"variant": run.variant, "seed": run.member_seeds, "lambda_r": run.member_lambdas}
 
 
-def load_variant(run_dir: Path, variant: str, dataset: Dataset, output: str | None = None) -> TrainedVariant:
-    """Restore the best params of every member of `<run_dir>/<output or variant>/checkpoints/`."""
-    config = json.loads((run_dir / "config.json").read_text())
-    out = run_dir / (output or variant)
-    final = json.loads((out / "final.json").read_text())
-    if final.get("lambda_sweep"):
-        config = {**config, "lambda_sweep": final["lambda_sweep"]}
-    spec = config_variant(config, variant)
-    members, sweep = spec.members(config["seeds"]), spec.sweep
-    trainer = build_trainer(config, dataset, variant)
-    state, _ = trainer.init(to_device(dataset.valid)["features"], [members[0].seed], [members[0].lambda_r])
-    like = jax.tree.map(lambda x: x[0], {"params": state.params, **state.model_state})
-    restored = [load_tree(out / "checkpoints" / m.label(sweep), like) for m in members]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *restored)
-    params = stacked.pop("params")
-    return TrainedVariant(config, variant, trainer, members, params, stacked)
-
-
-def _member_columns(tv: TrainedVariant) -> dict:
-    return {"variant": tv.variant, "seed": [m.seed for m in tv.members], "lambda_r": [m.lambda_r for m in tv.members]}
-
-
-def weight_norms(tv: TrainedVariant) -> pd.DataFrame:
+def weight_norms(run: Run) -> pd.DataFrame:
     """L2 (Frobenius) norms of the user and item embedding tables after training, per member."""
-    schema = tv.trainer.model.schema
-    norms = {
-        f"{side}_weight_norm": np.asarray(jax.vmap(lambda p, f=field: jnp.linalg.norm(embedding_table(p, f)))(tv.params))
-        for side, field in (("user", schema.user_field), ("item", schema.item_field))
-    }
-    return pd.DataFrame({**_member_columns(tv), **norms})
+    return pd.DataFrame({**_member_columns(run), **lipschitz.embedding_weight_norms(run.params, run.model.schema)})
 
 
-def noisy_logits_fn(trainer: Trainer, num_examples: int, chunk: int = 8192):
-    """(params, model_state, features, key, std) -> logits [n, K] of ONE member with Gaussian
-    noise of standard deviation std added to its input field embeddings."""
-    model = trainer.model
+def noisy_logits_fn(model, num_examples: int, chunk: int = 8192):
+    """(params, model_state, features, key, std) -> logits [n, K] of ONE member of the flax
+    `model` with Gaussian noise of standard deviation std added to its input field embeddings."""
     chunk = min(chunk, num_examples)
     num_chunks = -(-num_examples // chunk)
     index = (jnp.arange(num_chunks * chunk) % num_examples).reshape(num_chunks, chunk)
@@ -97,50 +56,40 @@ def noisy_logits_fn(trainer: Trainer, num_examples: int, chunk: int = 8192):
     return noisy
 
 
-def noise_robustness(tv: TrainedVariant, dataset: Dataset, stds, draws: int = 3, seed: int = 0) -> pd.DataFrame:
+def noise_robustness(run: Run, dataset: Dataset, stds, draws: int = 3, seed: int = 0) -> pd.DataFrame:
     """Test AUC / LogLoss of every member with N(0, std^2) noise on its input embeddings."""
     test = to_device(dataset.test)
-    noisy = noisy_logits_fn(tv.trainer, len(dataset.test))
+    noisy = noisy_logits_fn(run.model, len(dataset.test))
 
     @jax.jit
     def evaluate(params, model_state, key, std):
         def one(p, s, k):
             logits = noisy(p, s, test["features"], k, std)
-            score, prob = tv.trainer.click_score(logits), tv.trainer.click_probability(logits)
+            score, prob = run.click_score(logits), run.click_probability(logits)
             return metrics.auc(score, test["label"]), metrics.log_loss(prob, test["label"])
 
-        keys = jax.random.split(key, len(tv.members))
+        keys = jax.random.split(key, run.num_members)
         return jax.vmap(one)(params, model_state, keys)
 
     rows = []
     for std in (0.0, *stds):
         for draw in range(draws if std > 0 else 1):
             key = jax.random.fold_in(jax.random.PRNGKey(seed), draw)
-            auc, logloss = evaluate(tv.params, tv.model_state, key, jnp.float32(std))
-            rows.append(pd.DataFrame({**_member_columns(tv), "std": std, "draw": draw,
+            auc, logloss = evaluate(run.params, run.model_state, key, jnp.float32(std))
+            rows.append(pd.DataFrame({**_member_columns(run), "std": std, "draw": draw,
                                       "auc": np.asarray(auc), "logloss": np.asarray(logloss)}))
     return pd.concat(rows, ignore_index=True)
 
 
-def local_lipschitz(tv: TrainedVariant, dataset: Dataset, num_examples: int = 256, seed: int = 0) -> pd.DataFrame:
+def local_lipschitz(run: Run, dataset: Dataset, num_examples: int = 256, seed: int = 0) -> pd.DataFrame:
     """Per-member summary (mean, median, max over test examples) of the local Lipschitz measures
-    of p_hat w.r.t. the concatenated input field embeddings (lipctr.lipschitz.local_lipschitz)."""
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(dataset.test), size=min(num_examples, len(dataset.test)), replace=False)
-    features = {k: v[pick] for k, v in dataset.test.features.items()}
-    model, loss = tv.trainer.model, tv.trainer.loss_config
-    emb_shape = (model.schema.num_fields, model.embedding_dim)
-    def apply_fn(variables, batch, offset):  # one function for all members: compiled once
-        return loss.click_logits(model.apply(variables, batch, deterministic=True, embedding_offset=offset))
-
+    of p_hat w.r.t. the concatenated input field embeddings (lipctr.lipschitz.member_tables)."""
+    features = lipschitz.example_subset(dataset.test.features, num_examples, seed)
+    tables = lipschitz.member_tables(run.model, run.loss_config, run.params, run.model_state, features, seed=seed)
     rows = []
-    for i, member in enumerate(tv.members):
-        variables = {"params": jax.tree.map(lambda x: x[i], tv.params),
-                     **jax.tree.map(lambda x: x[i], tv.model_state)}
-        table = lipschitz.local_lipschitz(apply_fn, features, emb_shape, loss.threshold, loss.aggregation,
-                                          key=jax.random.PRNGKey(seed), mode="jacfwd", variables=variables)
+    for seed_i, lambda_r, table in zip(run.member_seeds, run.member_lambdas, tables):
         summary = lipschitz.summarize(table)
-        row = {"variant": tv.variant, "seed": member.seed, "lambda_r": member.lambda_r, "examples": len(pick)}
+        row = {"variant": run.variant, "seed": seed_i, "lambda_r": lambda_r, "examples": len(table)}
         for column in table.columns:
             for stat in summary.index:
                 row[f"{column}_{stat}"] = float(summary.loc[stat, column])
@@ -165,10 +114,10 @@ def run_analyses(run_dir: Path, dataset: Dataset, variants, noise_draws: int = 3
     stds = SPARSE_NOISE_STDS if config["dataset"] in SPARSE_DATASETS else DENSE_NOISE_STDS
     tables: dict[str, list[pd.DataFrame]] = {"weight_norms": [], "noise": [], "lipschitz": []}
     for variant in variants:
-        tv = load_variant(run_dir, variant, dataset)
-        tables["weight_norms"].append(weight_norms(tv))
-        tables["noise"].append(noise_robustness(tv, dataset, stds, noise_draws))
-        tables["lipschitz"].append(local_lipschitz(tv, dataset, lipschitz_examples))
+        run = load_run(run_dir, variant)
+        tables["weight_norms"].append(weight_norms(run))
+        tables["noise"].append(noise_robustness(run, dataset, stds, noise_draws))
+        tables["lipschitz"].append(local_lipschitz(run, dataset, lipschitz_examples))
     for name, frames in tables.items():
         write_text_atomic(out / f"{name}.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
     if "smooth" in variants:

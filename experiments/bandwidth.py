@@ -11,8 +11,10 @@ baseline, are identical for every N (checked, `check_same_labels`). For each N t
 (K = N logits) is trained with all seeds as one ensemble; orig once. Per member we measure test
 AUC / LogLoss, the local Lipschitz constant of p_hat w.r.t. the input field embeddings over a fixed
 set of test examples (lipctr.lipschitz.local_lipschitz) and the softmax Jacobian norms at the
-trained test logits against 1/sqrt(N). Outputs, atomically, in --out: bandwidth.csv (one row
-per member), bandwidth.png, bandwidth.md.
+trained test logits against 1/sqrt(N). Each ensemble is a run of experiments.run.run_variant in
+--runs-dir (<orig | smooth_N<n>>/: checkpoints, metrics.csv, final.json), so an interrupted
+sweep resumes where it stopped when run again. Outputs, atomically, in --out: bandwidth.csv (one
+row per member), bandwidth.png, bandwidth.md.
 
 Synthetic data: the numbers show how the method behaves, not how it does on real data.
 """
@@ -71,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--lipschitz-examples", type=int, default=256)
     p.add_argument("--power-iters", type=int, default=30)
     p.add_argument("--out", help="output folder (default runs/bandwidth/<preset>_<model>)")
+    p.add_argument("--runs-dir", help="the ensembles' run directories, resumed when present "
+                                      "(default runs/bandwidth/<preset>_<model>/runs)")
     args = p.parse_args(argv)
     try:
         config = SweepConfig(
@@ -83,9 +87,14 @@ def main(argv=None) -> int:
     except ValueError as error:
         p.error(str(error))
     out = Path(args.out or f"runs/bandwidth/{config.preset}_{config.model}")
+    runs_dir = Path(args.runs_dir or f"runs/bandwidth/{config.preset}_{config.model}/runs")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     dataset, preference = load_data(config)
-    frame, buckets = run_sweep(config, dataset, preference, log)
+    try:
+        frame, buckets = run_sweep(config, dataset, preference, runs_dir, log, progress=True)
+    except ValueError as error:  # ConfigError, RunDirError, a mismatching run directory
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     summary = write_outputs(out, config, frame, buckets, dataset)
     headline = ["variant", "N", "test_auc", "test_auc_std", "grad_norm_mean", "relative_lipschitz_mean"]
     print(summary[headline].to_string(index=False))

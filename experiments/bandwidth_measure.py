@@ -1,101 +1,76 @@
-"""The bandwidth sweep's training and measurements: each N's ensemble trained with early
-stopping, then per member test metrics, local Lipschitz summaries and softmax Jacobian norms."""
+"""The bandwidth sweep's training and measurements: each N's ensemble trained as a run of
+experiments.run.run_variant (early stopping, checkpoints, resume, an optional mesh) in its own run
+directory, then per member test metrics, local Lipschitz summaries and embedding weight norms
+(lipctr.lipschitz's one measurement, as the analyses of a run take them) and softmax Jacobian
+norms, on the variant loaded back by lipctr.load_run."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from lipctr import lipschitz, softmax_jacobian
 from lipctr.data.schema import Dataset
-from lipctr.losses import LossConfig
-from lipctr.models import build_model, embedding_table
+from lipctr.inference import load_run
+from lipctr.io import write_json_atomic
 from lipctr.models.base import FeatureEmbedding
-from lipctr.evaluation import member_metrics
-from lipctr.train import TrainConfig, to_device
-from lipctr.trainer import Trainer, fit
+from lipctr.ranking import ranking_candidates
 
 from experiments.bandwidth_data import SweepConfig, bandwidth_datasets
-from experiments.configs import model_hparams, named_config
+from experiments.configs import merge, named_config, validate
+from experiments.run import run_variant
 
 LIPSCHITZ_MEASURES = ("grad_norm", "spectral_probs", "spectral_logits", "ratio")
 # Columns that are NaN for the orig rows (K = 1 has no softmax over rating classes).
 SOFTMAX_COLUMNS = ("softmax_norm_mean", "softmax_norm_median", "softmax_norm_max", "softmax_fraction_above_bound")
-MEMBER_KEY = "__member__"  # extra feature of the Lipschitz batches: which ensemble member scores the example  # extra feature of the Lipschitz batches: which ensemble member scores the example
 
 
-def train_config(config: SweepConfig) -> tuple[TrainConfig, dict]:
-    """TrainConfig and model hyper-parameters: the `<model>_ml1m` config with the sweep's overrides."""
+def feasible_negatives(dataset: Dataset, wanted: int) -> int:
+    """`wanted`, lowered to the sampled negatives per user the dataset allows (items its busiest
+    user never interacted with in any split)."""
+    schema = dataset.schema
+    pairs = np.unique(np.concatenate([np.stack([s.features[schema.user_field], s.features[schema.item_field]], 1)
+                                      for s in dataset.splits.values()]), axis=0)
+    return max(1, min(wanted, schema[schema.item_field].vocab_size - 1 - int(np.bincount(pairs[:, 0]).max())))
+
+
+def run_config(config: SweepConfig, dataset: Dataset) -> dict:
+    """The validated experiments config of the sweep's runs: the `<model>_ml1m` config with the
+    sweep's seeds, epochs, patience, batch size, learning rate, hyper-parameters and loss; the
+    ranking evaluation run_variant does (the sweep reports none of it) takes at most the
+    negatives `dataset` allows."""
     base = named_config(f"{config.model}_ml1m")
-    train = {**base["train"], "max_epochs": config.max_epochs, "patience": config.patience}
+    train = {"max_epochs": config.max_epochs, "patience": config.patience}
     if config.batch_size is not None:
         train["batch_size"] = config.batch_size
     if config.learning_rate is not None:
         train["learning_rate"] = config.learning_rate
-    return TrainConfig(**train), {**model_hparams(base), **dict(config.model_hparams)}
+    hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in config.model_hparams}
+    update = {"seeds": list(config.seeds), "train": train, "model_hparams": hparams,
+              "loss": {"lambda_r": config.lambda_r, "aggregation": config.aggregation},
+              "eval": {"num_negatives": feasible_negatives(dataset, base["eval"]["num_negatives"])}}
+    return validate(merge(base, update), source="bandwidth sweep")
 
-def train_members(config: SweepConfig, dataset: Dataset, num_outputs: int, lambda_r: float, log=None):
-    """Train all seeds as one ensemble with early stopping on valid AUC -> (trainer, early
-    stopping record [M], {"epochs", "train_seconds"})."""
-    tc, hparams = train_config(config)
-    model = build_model(config.model, dataset.schema, num_outputs, **hparams)
-    loss = LossConfig(lambda_r=lambda_r, threshold=dataset.schema.threshold, aggregation=config.aggregation)
-    trainer = Trainer(model, loss, tc, len(dataset.train), len(dataset.valid))
-    train, valid = to_device(dataset.train), to_device(dataset.valid)
-    state, es = trainer.init(train["features"], list(config.seeds), [lambda_r] * len(config.seeds))
-    epochs = []
 
-    def on_epoch(_state, _es, record):
-        epochs.append(record.epoch)
-        if log is not None:
-            log(f"  epoch {record.epoch:3d}  valid AUC " + " ".join(f"{a:.4f}" for a in record.valid_auc)
-                + f"  ({record.train_seconds:.1f} s)")
+def train_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, mesh=None, progress: bool = False) -> dict:
+    """Train (or resume, or read back) `variant` of `config` on `dataset` in `run_dir` (its
+    config.json written first; a run_dir holding another config is refused) -> final.json."""
+    path = run_dir / "config.json"
+    if path.is_file():
+        if json.loads(path.read_text()) != json.loads(json.dumps(config)):
+            raise ValueError(f"{path}: this folder holds a sweep run of another configuration; use another --out")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, config)
+    ev = config["eval"]
+    candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
+    return run_variant(config, dataset, variant, run_dir, candidates, progress=progress, mesh=mesh)
 
-    start = time.perf_counter()
-    state, es = fit(trainer, state, es, train, valid, on_epoch)
-    return trainer, es, {"epochs": len(epochs), "train_seconds": time.perf_counter() - start}
-
-def lipschitz_features(dataset: Dataset, num_examples: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """The same fixed random subset of test examples for every model: features [m, ...]."""
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(dataset.test), size=min(num_examples, len(dataset.test)), replace=False))
-    return {k: v[pick] for k, v in dataset.test.features.items()}
-
-def ensemble_apply_fn(model, params, model_state):
-    """apply_fn(batch, offset) -> logits [B, K] for lipctr.lipschitz over a stacked ensemble
-    (leaves [M, ...]): batch[MEMBER_KEY] int32 [B] says which member scores each example, so one
-    compiled program measures every member."""
-
-    def apply_fn(batch, offset):
-        batch = dict(batch)
-        member = batch.pop(MEMBER_KEY)
-
-        def one(m, example, example_offset):
-            variables = jax.tree.map(lambda x: jnp.asarray(x)[m], {"params": params, **model_state})
-            single = jax.tree.map(lambda a: a[None], example)
-            return model.apply(variables, single, deterministic=True, embedding_offset=example_offset[None])[0]
-
-        return jax.vmap(one)(member, batch, offset)
-
-    return apply_fn
-
-def member_lipschitz(trainer: Trainer, es, features, config: SweepConfig) -> list[pd.DataFrame]:
-    """lipctr.lipschitz.local_lipschitz of every member on the same examples: one table [m, measures]
-    per member."""
-    model, loss = trainer.model, trainer.loss_config
-    members = len(config.seeds)
-    m = len(next(iter(features.values())))
-    tiled = {k: np.concatenate([v] * members) for k, v in features.items()}
-    tiled[MEMBER_KEY] = np.repeat(np.arange(members, dtype=np.int32), m)
-    table = lipschitz.local_lipschitz(
-        ensemble_apply_fn(model, es.best_params, es.best_model_state), tiled,
-        (model.schema.num_fields, model.embedding_dim), loss.threshold, loss.aggregation,
-        num_iters=config.power_iters, key=jax.random.PRNGKey(0), mode="jacrev")
-    return [table.iloc[i * m:(i + 1) * m].reset_index(drop=True) for i in range(members)]
 
 def input_norms(model, params, features) -> np.ndarray:
     """||e|| of each example's concatenated field embeddings e (the point where the Lipschitz
@@ -125,43 +100,44 @@ def softmax_columns(logits) -> dict:
     return {"softmax_norm_mean": norms["mean"], "softmax_norm_median": norms["median"],
             "softmax_norm_max": norms["max"], "softmax_fraction_above_bound": norms["fraction_above_bound"]}
 
-def measure_members(trainer: Trainer, es, dataset: Dataset, config: SweepConfig, features) -> list[dict]:
-    """Per member: test AUC / LogLoss, local Lipschitz summaries (mean / median / max over the
-    examples in `features`), softmax Jacobian norms at its test logits, embedding weight norms."""
-    test = to_device(dataset.test)
-    logits = trainer.predict_logits(es.best_params, es.best_model_state, test["features"])
-    scores, probs = trainer.click_score(logits), trainer.click_probability(logits)
-    measured = member_metrics(scores, probs, test["label"])
-    auc, logloss = np.asarray(measured["auc"]), np.asarray(measured["logloss"])
-    schema = trainer.model.schema
+def measure_members(run_dir: Path, variant: str, final: dict, config: SweepConfig, features) -> list[dict]:
+    """Per member of the finished `variant` in run_dir: test AUC / LogLoss and early stopping
+    (final.json), local Lipschitz summaries (mean / median / max over the examples in
+    `features`), softmax Jacobian norms at its test logits (predictions.npz), embedding weight norms."""
+    run = load_run(run_dir, variant)
+    logits = np.load(run_dir / variant / "predictions.npz")["logits"]  # [M, n, K]
+    tables = lipschitz.member_tables(run.model, run.loss_config, run.params, run.model_state, features,
+                                     num_iters=config.power_iters)
+    weight_norms = lipschitz.embedding_weight_norms(run.params, run.model.schema)
     rows = []
-    for i, table in enumerate(member_lipschitz(trainer, es, features, config)):
-        params = jax.tree.map(lambda x: x[i], es.best_params)
-        best_epoch = int(np.asarray(es.best_epoch)[i])
-        row = {"best_epoch": best_epoch, "capped": best_epoch > config.max_epochs - config.patience,
-               "best_valid_auc": float(np.asarray(es.best_auc)[i]),
-               "test_auc": float(auc[i]), "test_logloss": float(logloss[i]),
-               **lipschitz_columns(table, input_norms(trainer.model, params, features)),
-               **softmax_columns(logits[i])}
-        for side, field in (("user", schema.user_field), ("item", schema.item_field)):
-            row[f"{side}_weight_norm"] = float(jnp.linalg.norm(embedding_table(params, field)))
+    for i, (member, table) in enumerate(zip(final["members"], tables)):
+        params = jax.tree.map(lambda x: x[i], run.params)
+        row = {"best_epoch": member["best_epoch"], "capped": member["best_epoch"] > config.max_epochs - config.patience,
+               "best_valid_auc": member["best_valid_auc"], "test_auc": member["auc"], "test_logloss": member["logloss"],
+               **lipschitz_columns(table, input_norms(run.model, params, features)),
+               **softmax_columns(logits[i]), **{name: float(norms[i]) for name, norms in weight_norms.items()}}
         rows.append(row)
     return rows
 
-def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.ndarray],
-              log=None) -> tuple[pd.DataFrame, dict]:
-    """Train and measure orig once and smooth for every N -> (one row per member, {N: Buckets})."""
+
+def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.ndarray], runs_dir: Path,
+              log=None, mesh=None, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Train (resuming what `runs_dir` holds) and measure orig once and smooth for every N, each
+    a run directory runs_dir/<orig | smooth_N<n>>/ -> (one row per member, {N: Buckets})."""
     log = log or (lambda _msg: None)
+    settings = run_config(config, dataset)
     datasets = bandwidth_datasets(dataset, preference, config.class_counts, config.threshold_quantile)
-    features = lipschitz_features(dataset, config.lipschitz_examples)
+    features = lipschitz.example_subset(dataset.test.features, config.lipschitz_examples)
     runs = [("orig", min(datasets), 1, 0.0)] + [("smooth", n, n, config.lambda_r) for n in sorted(datasets)]
     rows = []
     for variant, n, num_outputs, lambda_r in runs:
         data = datasets[n][0]
         log(f"{config.model} {variant} K={num_outputs} (threshold class {data.schema.threshold} of {n})")
-        trainer, es, timing = train_members(config, data, num_outputs, lambda_r, log)
+        run_dir = Path(runs_dir) / ("orig" if variant == "orig" else f"smooth_N{n}")
+        final = train_variant(settings, data, variant, run_dir, mesh, progress)
+        timing = {"epochs": final["timing"]["epochs"], "train_seconds": final["timing"]["train_seconds_total"]}
         start = time.perf_counter()
-        measured = measure_members(trainer, es, data, config, features)
+        measured = measure_members(run_dir, variant, final, config, features)
         measure_seconds = time.perf_counter() - start
         for seed, row in zip(config.seeds, measured):
             rows.append({"variant": variant, "N": 2 if variant == "orig" else n, "K": num_outputs,

@@ -25,12 +25,13 @@ import pandas as pd
 
 from lipctr import runtime
 from lipctr.data import DataError, get_preset, load_dataset
+from lipctr.inference import load_run
 from lipctr.io import write_json_atomic, write_text_atomic
 from lipctr.models import MODEL_NAMES
 from lipctr.ranking import ranking_candidates
 
-from experiments.analysis import (DENSE_NOISE_STDS, SPARSE_DATASETS, SPARSE_NOISE_STDS, load_variant,
-                                  local_lipschitz, noise_robustness, weight_norms)
+from experiments.analysis import (DENSE_NOISE_STDS, SPARSE_DATASETS, SPARSE_NOISE_STDS, local_lipschitz,
+                                  noise_robustness, weight_norms)
 from experiments.configs import ConfigError, load_config, merge, named_config, validate
 from experiments.mechanism_controls import Control, choose
 from experiments.mechanism_report import write_mechanism_report
@@ -104,9 +105,9 @@ def analyse(run_dir: Path, variant: str, dataset, config: dict, noise_draws: int
     largest = max(SPARSE_NOISE_STDS if config["dataset"] in SPARSE_DATASETS else DENSE_NOISE_STDS)
     names = ("weight_norms", "noise", "lipschitz")
     if not all((out / f"{n}.csv").is_file() for n in names):
-        tv = load_variant(run_dir, variant, dataset)
-        tables = {"weight_norms": weight_norms(tv), "noise": noise_robustness(tv, dataset, (largest,), noise_draws),
-                  "lipschitz": local_lipschitz(tv, dataset, lipschitz_examples)}
+        run = load_run(run_dir, variant)
+        tables = {"weight_norms": weight_norms(run), "noise": noise_robustness(run, dataset, (largest,), noise_draws),
+                  "lipschitz": local_lipschitz(run, dataset, lipschitz_examples)}
         for name, frame in tables.items():
             write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
     return {n: pd.read_csv(out / f"{n}.csv") for n in names}

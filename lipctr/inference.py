@@ -51,12 +51,14 @@ def variant_directory(path: str | Path, variant: str) -> Path:
 
 
 class Run(Scorer):
-    """A trained variant in process: `model` (flax), every member's best `params` and
-    `model_state` stacked on a leading member axis [M, ...]; scoring methods from `Scorer`.
-    With a `mesh` (lipctr.sharding) members and chunks are split over it as in training."""
+    """A trained variant in process: its `variant` name (the directory's), `model` (flax), every
+    member's best `params` and `model_state` stacked on a leading member axis [M, ...]; members,
+    loss options and scoring methods from `Scorer`. With a `mesh` (lipctr.sharding) members and
+    chunks are split over it as in training."""
 
     def __init__(self, files, model, params, model_state, mesh=None):
         self.model, self.mesh, self.num_members = model, mesh, len(files.meta["members"])
+        self.variant = files.directory.name
         if mesh is not None:  # pad members as training does, so each device runs the same program
             def pad(x):
                 extra = sharding.padded_size(self.num_members, mesh) - self.num_members

@@ -12,6 +12,10 @@ Per example, at offset 0, we measure
 Examples are processed one at a time under vmap (no cross-example coupling is assumed; keep
 batch-norm in eval mode), in chunks of `chunk_size` to bound memory. The softmax's own Jacobian
 (Theorem 1) is in lipctr.softmax_jacobian.
+
+The one measurement of a trained ensemble, used by the analyses of a run and the bandwidth sweep:
+`example_subset` (which test examples), `member_tables` (every member's per-example measures, by
+forward-mode AD) and `embedding_weight_norms` (the user / item embedding tables' norms).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lipctr.losses import Aggregation, click_probability
+from lipctr.losses import Aggregation, LossConfig, click_probability
+from lipctr.models import embedding_table
 
 ApplyFn = Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]
 Output = Literal["probs", "logits"]
@@ -232,3 +237,36 @@ def local_lipschitz(
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """mean, median and max of each column: [3, columns]."""
     return table.agg(["mean", "median", "max"])
+
+
+def example_subset(features: Mapping[str, np.ndarray], num_examples: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """min(num_examples, n) examples of features [n, ...] drawn without replacement by a seeded
+    generator, in the order drawn: [m, ...]."""
+    n = _num_examples(features)
+    pick = np.random.default_rng(seed).choice(n, size=min(num_examples, n), replace=False)
+    return {k: np.asarray(v)[pick] for k, v in features.items()}
+
+
+def member_tables(model, loss: LossConfig, params, model_state, features, num_iters: int = 100,
+                  seed: int = 0) -> list[pd.DataFrame]:
+    """`local_lipschitz` of p_hat (read from loss.click_logits) for every member of a stacked
+    ensemble of the flax `model` (params / model_state leaves [M, ...]) on the same features
+    [m, ...], jacfwd, power iteration from key `seed`; one program for all members: M tables [m, measures]."""
+    emb_shape = (model.schema.num_fields, model.embedding_dim)
+
+    def apply_fn(variables, batch, offset):
+        return loss.click_logits(model.apply(variables, batch, deterministic=True, embedding_offset=offset))
+
+    tables = []
+    for i in range(len(jax.tree.leaves(params)[0])):
+        variables = {"params": jax.tree.map(lambda x: x[i], params), **jax.tree.map(lambda x: x[i], model_state)}
+        tables.append(local_lipschitz(apply_fn, features, emb_shape, loss.threshold, loss.aggregation, num_iters,
+                                      key=jax.random.PRNGKey(seed), mode="jacfwd", variables=variables))
+    return tables
+
+
+def embedding_weight_norms(params, schema) -> dict[str, np.ndarray]:
+    """Frobenius norms of every member's user and item embedding tables (params leaves [M, ...]):
+    {"user_weight_norm": [M], "item_weight_norm": [M]}."""
+    return {f"{side}_weight_norm": np.asarray(jax.vmap(lambda p, f=field: jnp.linalg.norm(embedding_table(p, f)))(params))
+            for side, field in (("user", schema.user_field), ("item", schema.item_field))}

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lipctr.encoding import InputError, Vocabulary
-from lipctr.losses import click_probability
+from lipctr.losses import LossConfig, click_probability, click_score
 from lipctr.run_files import RunFiles
 
 
@@ -46,8 +46,12 @@ class Scorer:
         self.vocabulary = Vocabulary(files.schema, files.vocabularies, files.user_tables, files.item_tables)
         meta = files.meta
         self.members = [m["member"] for m in meta["members"]]
+        self.member_seeds = [int(m["seed"]) for m in meta["members"]]
+        self.member_lambdas = [float(m["lambda_r"]) for m in meta["members"]]
         self.num_outputs = int(meta["model"]["num_outputs"])
         self.threshold, self.aggregation = int(meta["loss"]["threshold"]), meta["loss"]["aggregation"]
+        self.loss_config = LossConfig(threshold=self.threshold, aggregation=self.aggregation,
+                                      aux_rating=bool(meta["loss"].get("aux_rating", False)))
         self.chunk_limit = int(meta["eval_batch_size"])
         self.min_chunk = 1  # a mesh's "data" axis size: every chunk splits over it
 
@@ -71,11 +75,20 @@ class Scorer:
         whole array, as the training run's evaluation does (XLA's elementwise results can depend
         on an array's shape in the last bit)."""
         logits = jnp.asarray(logits)
-        probability = click_probability(logits, self.threshold, self.aggregation)
+        probability = self.click_probability(logits)
         out = {"member_probability": np.asarray(probability), "probability": np.asarray(jnp.mean(probability, axis=0))}
-        if ratings and self.num_outputs > 1:
-            out["ratings"] = np.asarray(jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0))
+        rating_logits = logits[..., 1:] if self.loss_config.aux_rating else logits
+        if ratings and rating_logits.shape[-1] > 1:
+            out["ratings"] = np.asarray(jnp.mean(jax.nn.softmax(rating_logits, axis=-1), axis=0))
         return out
+
+    def click_probability(self, logits) -> jax.Array:
+        """p_hat [...] of logits [..., K] (the click column of an aux_rating head)."""
+        return click_probability(self.loss_config.click_logits(logits), self.threshold, self.aggregation)
+
+    def click_score(self, logits) -> jax.Array:
+        """The ranking score (log-odds of p_hat) [...] of logits [..., K], as training's AUC uses."""
+        return click_score(self.loss_config.click_logits(logits), self.threshold, self.aggregation)
 
     def predict(self, frame: pd.DataFrame, unknown: str = "map", progress: bool = False,
                 source: str = "predict") -> pd.DataFrame:

@@ -9,6 +9,7 @@ import pytest
 
 from experiments import analysis, configs
 from experiments.run import run_variant
+from lipctr.inference import load_run
 from lipctr.models import embedding_table
 from lipctr.ranking import ranking_candidates
 from lipctr.io import write_json_atomic
@@ -34,7 +35,7 @@ def finished_run(tmp_path_factory):
 def test_restored_members_reproduce_test_metrics_and_zero_noise(finished_run):
     ds, run_dir, finals = finished_run
     for variant in ("orig", "smooth"):
-        tv = analysis.load_variant(run_dir, variant, ds)
+        tv = load_run(run_dir, variant)
         noise = analysis.noise_robustness(tv, ds, stds=(0.05,), draws=2)
         clean = noise[noise["std"] == 0.0].sort_values("seed")
         expected = [m["auc"] for m in finals[variant]["members"]]
@@ -46,7 +47,7 @@ def test_restored_members_reproduce_test_metrics_and_zero_noise(finished_run):
 
 def test_weight_norms_match_numpy(finished_run):
     ds, run_dir, _ = finished_run
-    tv = analysis.load_variant(run_dir, "smooth", ds)
+    tv = load_run(run_dir, "smooth")
     table = analysis.weight_norms(tv)
     for i in range(2):
         user = np.asarray(embedding_table(tv.params, "user_id"))[i]
@@ -121,3 +122,22 @@ def test_analysis_summary_equals_direct_means(finished_run, tmp_path):
         clean = np.mean(at[at["std"] == 0.0]["auc"])
         noisiest = np.mean(at[at["std"] == at["std"].max()]["auc"])
         assert row["auc_drop_pct"] == pytest.approx(100 * (clean - noisiest) / clean)
+
+
+def test_aux_rating_run_loads_with_its_click_head(tmp_path):
+    """lipctr.load_run of an aux_rating variant scores clicks from the BCE column only: its test
+    probabilities are the run's saved ones and the analyses' clean AUC is the run's."""
+    ds = tiny_dataset()
+    config = configs.validate(configs.merge(configs.named_config("dcnv2_ml100k"), {
+        "model_hparams": {"mlp_hidden_size": [16], "embedding_dim": 4}, "controls": {"aux_rating": True},
+        "train": {"batch_size": 512, "max_epochs": 1}, "seeds": [2020]}))
+    write_json_atomic(tmp_path / "config.json", config)
+    final = run_variant(config, ds, "smooth", tmp_path, ranking_candidates(ds, "test", 20, 0, "positive"), progress=False)
+    run = load_run(tmp_path, "smooth")
+    assert run.loss_config.aux_rating and run.num_outputs == 1 + ds.schema.num_ratings
+    saved = np.load(tmp_path / "smooth" / "predictions.npz")
+    probability = run.probabilities(saved["logits"])
+    np.testing.assert_array_equal(probability["member_probability"], saved["probability"])
+    assert probability["ratings"].shape == (len(ds.test), ds.schema.num_ratings)
+    clean = analysis.noise_robustness(run, ds, stds=(), draws=1)
+    np.testing.assert_allclose(clean["auc"], [m["auc"] for m in final["members"]], atol=1e-6)

@@ -108,7 +108,7 @@ def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     dataset, preference = synthetic_dataset(sizes, 1, return_preference=True)
     config = bwd.SweepConfig(preset="custom", class_counts=(3,), seeds=(1, 2), max_epochs=1, batch_size=512,
                             lipschitz_examples=8, power_iters=3, model_hparams=(("mlp_hidden_size", (16,)),))
-    frame, buckets = bwm.run_sweep(config, dataset, preference)
+    frame, buckets = bwm.run_sweep(config, dataset, preference, tmp_path / "runs")
     bwr.write_outputs(tmp_path, config, frame, buckets, dataset)
     table = pd.read_csv(tmp_path / "bandwidth.csv")
     assert list(zip(table["variant"], table["N"], table["K"], table["seed"])) == [
@@ -135,9 +135,13 @@ def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
 
 
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
-def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
+def test_member_tables_measure_each_member_with_its_params_and_input_norms(tiny):
+    """lipctr.lipschitz's one measurement (shared with the analyses of a run): each member's
+    gradient norms against jax.grad of its own model, weight norms against numpy."""
     import jax
 
+    from lipctr import lipschitz
+    from lipctr.losses import LossConfig, click_probability
     from lipctr.models import build_model
 
     dataset, preference = tiny
@@ -147,15 +151,22 @@ def test_ensemble_apply_fn_scores_each_example_with_its_member(tiny):
     members = [model.init(jax.random.PRNGKey(seed), batch, deterministic=True) for seed in (4, 5)]
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *members)
     params = stacked.pop("params")
-    member = np.array([0, 1, 1, 0, 1, 0], np.int32)
-    shape = (6, data.schema.num_fields, model.embedding_dim)
-    offset = np.random.default_rng(0).normal(0, 0.1, shape).astype(np.float32)
-    got = np.asarray(jax.jit(bwm.ensemble_apply_fn(model, params, stacked))({**batch, bwm.MEMBER_KEY: member}, offset))
-    apply = jax.jit(lambda variables: model.apply(variables, batch, deterministic=True, embedding_offset=offset))
-    want = [np.asarray(apply(variables)) for variables in members]
-    for i in (0, 1):
-        np.testing.assert_allclose(got[member == i], want[i][member == i], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(want[0], want[1])
+    loss = LossConfig(threshold=data.schema.threshold)
+    tables = lipschitz.member_tables(model, loss, params, stacked, batch, num_iters=3)
+    offset = np.zeros((data.schema.num_fields, model.embedding_dim), np.float32)
+    for table, variables in zip(tables, members):
+        def p_hat(example_offset, example, variables=variables):
+            one = jax.tree.map(lambda a: a[None], example)
+            logits = model.apply(variables, one, deterministic=True, embedding_offset=example_offset[None])
+            return click_probability(logits, loss.threshold)[0]
+
+        want = [np.linalg.norm(jax.grad(p_hat)(offset, {k: v[j] for k, v in batch.items()})) for j in range(6)]
+        np.testing.assert_allclose(table["grad_norm"], want, rtol=1e-4)
+    assert not np.allclose(tables[0]["grad_norm"], tables[1]["grad_norm"])
+    norms = lipschitz.embedding_weight_norms(params, data.schema)
+    for i, variables in enumerate(members):
+        user = np.asarray(variables["params"]["embedding"]["tables"]["user_id"]["embedding"], np.float64)
+        assert norms["user_weight_norm"][i] == pytest.approx(np.sqrt((user ** 2).sum()), rel=1e-5)
     # input_norms against a numpy lookup: token fields index their table, token_seq fields mean-pool
     # their non-padding ids
     from lipctr.models import embedding_table
@@ -216,3 +227,19 @@ def test_implicit_signal_errors_name_the_column():
         signal_to_ratings(frame, "dwell", 5)
     kept, _ = signal_to_ratings(frame, "dwell", 3, keep_signal=True)
     assert kept["dwell"].tolist() == [1.0, 2.0, 3.0] and kept["rating"].tolist() == [1, 2, 3]
+
+
+def test_sweep_runs_take_the_sweep_settings_and_refuse_another_configs_folder(tiny, tmp_path):
+    from lipctr.io import write_json_atomic
+
+    dataset, _ = tiny
+    config = bwd.SweepConfig(preset="tiny", seeds=(1, 2), max_epochs=4, patience=2, lambda_r=0.3,
+                             model_hparams=(("mlp_hidden_size", (16,)),))
+    settings = bwm.run_config(config, dataset)
+    assert settings["seeds"] == [1, 2] and settings["loss"]["lambda_r"] == 0.3
+    assert (settings["train"]["max_epochs"], settings["train"]["patience"]) == (4, 2)
+    assert settings["model_hparams"]["mlp_hidden_size"] == [16]
+    write_json_atomic(tmp_path / "config.json", {**settings, "seeds": [7]})
+    with pytest.raises(ValueError, match="another configuration"):
+        bwm.train_variant(settings, dataset, "orig", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # nothing trained or written

@@ -12,6 +12,7 @@ from lipctr.data.schema import Field, Schema
 from lipctr.losses import LossConfig, multihead_loss
 from lipctr.models import MODEL_NAMES, build_model, default_hparams
 from lipctr.models.parameter_counts import random_features
+from lipctr.train import loss_fn, train_step
 
 SCHEMA = Schema(
     fields=(
@@ -77,10 +78,15 @@ def numpy_init(model, features, seed):
 
 
 def objective(model, variables, features, rating, label, key):
-    """Loss + penalty as a function of the params (other collections fixed)."""
+    """Loss + penalty as a function of the params (other collections fixed): deterministic (key
+    None) or the training step's lipctr.train.loss_fn (dropout on, batch statistics)."""
+    state = {c: v for c, v in variables.items() if c != "params"}
+    if key is not None:
+        batch = {"features": features, "rating": rating, "label": label}
+        return lambda params: loss_fn(model, LOSS, params, state, batch, jnp.ones(len(label)), key)[0]
 
     def loss(params):
-        logits = forward(model, {**variables, "params": params}, features, key)
+        logits = forward(model, {**variables, "params": params}, features)
         return multihead_loss(logits, rating, label, LOSS, penalty=model.penalty(params))
 
     return loss
@@ -194,18 +200,12 @@ def fit(name, k, steps=300, learning_rate=1e-2):
     model = small_model(name, k)
     tx = optax.adam(learning_rate)
 
+    batch = {"features": features, "rating": rating, "label": label}
+    weight = jnp.ones(len(label))
+
     def step(carry, key):
-        params, state, opt_state = carry
-
-        def loss(params):
-            logits, new_state = model.apply(
-                {"params": params, **state}, features, deterministic=False, rngs={"dropout": key}, mutable=list(state)
-            )
-            return multihead_loss(logits, rating, label, LOSS, penalty=model.penalty(params)), new_state
-
-        grads, new_state = jax.grad(loss, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), new_state, opt_state), grads
+        params, state, opt_state, _, grads = train_step(model, LOSS, tx, *carry, batch, weight, key)
+        return (params, state, opt_state), grads
 
     @functools.partial(jax.jit, compiler_options=FAST)
     def run(key):

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 from lipctr.controls import ControlError, Controls
-from lipctr.data import DataError, get_preset
+from lipctr.data import PRESETS, DataError, get_preset
 from lipctr.ensemble import MEMBER_MODES
 from lipctr.losses import AGGREGATIONS, LossConfig
 from lipctr.models import MODEL_NAMES, default_hparams
@@ -23,7 +23,7 @@ from lipctr.train import TrainConfig
 
 from experiments import data_source
 
-DATASETS = ("ml100k", "ml1m", "yelp2018", "amazon_book")
+DATASETS = tuple(PRESETS)  # the real presets of lipctr.data.registry
 
 DEFAULTS: dict = {
     "model": "dcnv2",

@@ -11,9 +11,9 @@ import sys
 import time
 import warnings
 
-from lipctr.data.config import get_preset
 from lipctr.data.errors import DataError, DataWarning
 from lipctr.data.loader import load_dataset
+from lipctr.data.registry import get_preset
 from lipctr.data.summary import format_summary
 from lipctr.data.synthetic import synthetic_config
 

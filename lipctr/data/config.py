@@ -1,4 +1,5 @@
-"""`DataConfig`: what to read and how to preprocess it; the paper's presets; the datasets root.
+"""`DataConfig`: what to read and how to preprocess it; the datasets root (the presets are in
+lipctr.data.registry).
 
 A config is plain, frozen data. Its mappings (`load_col`, `files`, `columns`, `field_types`) are
 normalised to dicts of tuples / strings; equality and hashing go by value.
@@ -149,63 +150,3 @@ def dataset_dir(config: DataConfig) -> Path:
         return Path(config.path).expanduser()
     folder = f"synthetic-{config.name}" if config.format == "synthetic" else config.name
     return datasets_root() / folder
-
-
-_INTER = ("user_id", "item_id", "rating", "timestamp")
-PRESETS: dict[str, DataConfig] = {
-    "ml100k": DataConfig(
-        name="ml-100k",
-        load_col={
-            "inter": _INTER,
-            "user": ("user_id", "age", "gender", "occupation"),
-            "item": ("item_id", "release_year", "class"),
-        },
-    ),
-    "ml1m": DataConfig(
-        name="ml-1m",
-        format="auto",
-        k_core=10,
-        load_col={
-            "inter": _INTER,
-            "user": ("user_id", "age", "gender", "occupation"),
-            "item": ("item_id", "release_year", "genre"),
-        },
-    ),
-    "yelp2018": DataConfig(
-        name="yelp2018",
-        k_core=10,
-        load_col={
-            "inter": _INTER,
-            "user": ("user_id", "user_review_count"),
-            "item": ("item_id", "item_review_count", "categories"),
-        },
-    ),
-    "amazon_book": DataConfig(
-        name="amazon-book",
-        file_stem="Amazon_Books",
-        k_core=15,
-        load_col={
-            "inter": _INTER,
-            "item": ("item_id", "sales_type", "sales_rank", "categories", "price", "brand"),
-        },
-    ),
-}
-ALIASES = {"ml-100k": "ml100k", "ml-1m": "ml1m", "amazon-book": "amazon_book"}
-
-
-def preset_key(name: str) -> str:
-    """Canonical preset key of a preset name or alias (case-insensitive)."""
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in PRESETS:
-        known = sorted(PRESETS) + sorted(ALIASES)
-        raise DataError(f"unknown dataset preset {name!r}; known: {', '.join(known)}")
-    return key
-
-
-def get_preset(name: str, **overrides) -> DataConfig:
-    """The preset config for `name` (aliases "ml-100k", "ml-1m", "amazon-book" accepted),
-    with any DataConfig field overridden, e.g. get_preset("ml1m", path="/data/ml-1m")."""
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(DataConfig)}
-    if unknown:
-        raise DataError(f"get_preset({name!r}): unknown DataConfig field(s) {sorted(unknown)}")
-    return dataclasses.replace(PRESETS[preset_key(name)], **overrides)

@@ -18,9 +18,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from lipctr.data.config import DataConfig, datasets_root, get_preset, preset_key
+from lipctr.data.config import DataConfig, datasets_root
 from lipctr.data.errors import DataError
 from lipctr.data.locate import not_found_message
+from lipctr.data.registry import get_preset, preset_key
 from lipctr.io import write_atomically
 
 REQUIREMENT = "recbole==1.2.1"

@@ -16,42 +16,18 @@ Synthetic data is for tests and benchmarks; never present results on it as real 
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 
 from lipctr.data.config import DataConfig
 from lipctr.data.errors import DataError
 from lipctr.data.raw import RawData, RawTable
+from lipctr.data.registry import SyntheticSizes, synthetic_preset
 
 GENERATOR_VERSION = 1
 DIM = 8
 ML100K_COUNTS = (6110, 11370, 27145, 34174, 21201)
 
-
-@dataclasses.dataclass(frozen=True)
-class SyntheticSizes:
-    """Scale of a synthetic dataset; `features` picks the paper dataset whose fields it mimics
-    ("movielens", "yelp" or "amazon"); `k_core` is the preset's filter; `noise` the standard
-    deviation of the preference noise."""
-
-    users: int
-    items: int
-    interactions: int
-    features: str = "movielens"
-    k_core: int = 0
-    noise: float = 1.0
-
-
-PRESETS = {
-    "tiny": SyntheticSizes(300, 200, 8_000),
-    "small": SyntheticSizes(2_000, 1_000, 100_000, k_core=5),
-    "ml1m": SyntheticSizes(6_040, 3_706, 1_000_209, k_core=10),
-    "yelp2018": SyntheticSizes(77_000, 46_000, 2_000_000, "yelp", k_core=10),
-    "amazon_book": SyntheticSizes(68_000, 66_000, 3_000_000, "amazon", k_core=15),
-}
-ALIASES = {"ml-1m": "ml1m", "amazon-book": "amazon_book"}
 
 # Feature specifications: (name, kind, cardinality or distribution, effect scale).
 USER_FEATURES = {
@@ -68,16 +44,6 @@ ITEM_FEATURES = {
         ("brand", "token", 20_000, 0.25),
     ),
 }
-
-
-def preset_sizes(preset: str | SyntheticSizes) -> tuple[str, SyntheticSizes]:
-    """(canonical name, sizes) of a synthetic preset name / alias, or of explicit sizes."""
-    if isinstance(preset, SyntheticSizes):
-        return "custom", preset
-    key = ALIASES.get(preset.lower(), preset.lower())
-    if key not in PRESETS:
-        raise DataError(f"unknown synthetic preset {preset!r}; known: {', '.join(PRESETS)}")
-    return key, PRESETS[key]
 
 
 def rating_proportions(num_ratings: int) -> np.ndarray:
@@ -107,7 +73,7 @@ def synthetic_raw(preset: str | SyntheticSizes = "tiny", seed: int = 0, *, num_r
                   proportions=None, return_preference: bool = False):
     """RawData (the readers' form) of a synthetic preset; with return_preference also the
     continuous preference float64 [n] of every interaction row."""
-    name, sizes = preset_sizes(preset)
+    name, sizes = synthetic_preset(preset)
     if min(sizes.users, sizes.items, sizes.interactions) < 1 or sizes.interactions > sizes.users * sizes.items:
         raise DataError(f"synthetic sizes {sizes} are impossible (need 1 <= interactions <= users * items)")
     rng = np.random.default_rng([seed, GENERATOR_VERSION])
@@ -136,7 +102,7 @@ def synthetic_raw(preset: str | SyntheticSizes = "tiny", seed: int = 0, *, num_r
 def synthetic_config(preset: str | SyntheticSizes = "tiny", seed: int = 0, num_ratings: int = 5,
                      threshold: int | None = None, **overrides) -> DataConfig:
     """The DataConfig that `load_dataset` turns into the synthetic dataset (preset's k_core)."""
-    name, sizes = preset_sizes(preset)
+    name, sizes = synthetic_preset(preset)
     settings = dict(name=name, format="synthetic", k_core=sizes.k_core, num_ratings=num_ratings,
                     threshold=default_threshold(num_ratings) if threshold is None else threshold,
                     synthetic_seed=seed)
