@@ -97,11 +97,14 @@ def local_lipschitz(run: Run, dataset: Dataset, num_examples: int = 256, seed: i
     return pd.DataFrame(rows)
 
 
-def trained_softmax_norms(run_dir: Path, variant: str = "smooth") -> pd.DataFrame:
+def trained_softmax_norms(run_dir: Path, variant: str = "smooth", aux_rating: bool = False) -> pd.DataFrame:
     """||J||_F of the softmax at each trained member's real test logits vs 1/sqrt(N): per member
-    quantiles and the fraction of examples above the bound."""
+    quantiles and the fraction of examples above the bound. With aux_rating the softmax is the
+    separate rating head's (columns 1..N; column 0 is the BCE click logit)."""
     saved = np.load(run_dir / variant / "predictions.npz")
     logits = saved["logits"]  # [M, n, K]
+    if aux_rating:
+        logits = logits[..., 1:]
     rows = [{"member": i, **softmax_jacobian.jacobian_norm_distribution(jnp.asarray(logits[i])).summary()}
             for i in range(logits.shape[0])]
     return pd.DataFrame(rows)
@@ -121,4 +124,5 @@ def run_analyses(run_dir: Path, dataset: Dataset, variants, noise_draws: int = 3
     for name, frames in tables.items():
         write_text_atomic(out / f"{name}.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
     if "smooth" in variants:
-        write_text_atomic(out / "softmax_norms.csv", trained_softmax_norms(run_dir).to_csv(index=False))
+        aux_rating = bool(config.get("controls", {}).get("aux_rating", False))
+        write_text_atomic(out / "softmax_norms.csv", trained_softmax_norms(run_dir, "smooth", aux_rating).to_csv(index=False))

@@ -22,6 +22,7 @@ from lipctr.checkpoint import CheckpointError
 from lipctr.data import DataError
 from lipctr.io import write_json_atomic
 from lipctr.ranking import ranking_candidates
+from lipctr.run_files import RunFileError
 
 from lipctr.models import MODEL_NAMES
 
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return _main(args)
-    except (ConfigError, DataError, sharding.MeshError, CheckpointError, RunDirError) as error:
+    except (ConfigError, DataError, sharding.MeshError, CheckpointError, RunDirError, RunFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Interrupted as stop:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from experiments.run import run_variant
 from lipctr.inference import load_run
 from lipctr.models import embedding_table
 from lipctr.ranking import ranking_candidates
+from lipctr.softmax_jacobian import jacobian_norm_distribution
 from lipctr.io import write_json_atomic
 
 from tests.tiny_data import tiny_dataset
@@ -141,3 +143,7 @@ def test_aux_rating_run_loads_with_its_click_head(tmp_path):
     assert probability["ratings"].shape == (len(ds.test), ds.schema.num_ratings)
     clean = analysis.noise_robustness(run, ds, stds=(), draws=1)
     np.testing.assert_allclose(clean["auc"], [m["auc"] for m in final["members"]], atol=1e-6)
+    # the softmax-norm analysis reads the rating head's N columns, not the click column
+    norms = analysis.trained_softmax_norms(tmp_path, "smooth", aux_rating=True)
+    expected = jacobian_norm_distribution(jnp.asarray(saved["logits"][0][:, 1:])).summary()
+    assert norms.iloc[0].drop("member").to_dict() == pytest.approx(expected)
