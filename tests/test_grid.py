@@ -1,0 +1,170 @@
+"""Hyper-parameter grids (issue 14), the CLI half: bad grids stop naming the key before any run
+directory exists; waves (--max-members) equal one program; the selection uses validation, never
+test; grid.csv's statistics; --select-lambda end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.configs import ConfigError, load_config, merge, validate
+from experiments.grid import members_that_fit, run_grid, waves
+from experiments.grid_report import select, write_grid_outputs
+from experiments.main import main
+from lipctr.ranking import ranking_candidates
+
+from tests.test_cli_user_data import SMALL, write_ratings
+from tests.test_experiments import tiny_config
+from tests.tiny_data import tiny_dataset
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--grid", "train.lr=1e-3,5e-3"], "unknown grid key 'train.lr'"),
+    (["--grid", "model_hparams.embedding_dim=8,16"], "grid key 'model_hparams.embedding_dim' changes a shape"),
+    (["--grid", "model_hparams.mlp_hidden_size=[[8], [16]]"], "grid key 'model_hparams.mlp_hidden_size' changes a shape"),
+    (["--grid", "train.learning_rate="], "--grid key 'train.learning_rate': empty list"),
+    (["--grid", "train.learning_rate=[]"], "grid key 'train.learning_rate': expected a non-empty list"),
+    (["--grid", "train.learning_rate=1e-3,fast"], "--grid key 'train.learning_rate': 'fast' is not"),
+    (["--grid", 'train.weight_decay=0.1,"x"'], "grid key 'train.weight_decay': value 'x' is not a number"),
+    (["--grid", "loss.lambda_r=0.1,0.5", "--grid", "loss.lambda_r=0.9"], "--grid key 'loss.lambda_r': given twice"),
+    (["--grid", "train.learning_rate=1e-3", "--grid-programs", "train.learning_rate=1e-2"],
+     "--grid-programs key 'train.learning_rate': given twice"),
+    (["--grid", "loss.lambda_r=0.1,1.5"], "grid key 'loss.lambda_r' value 1.5: lambda_r values must lie in [0, 1]"),
+    (["--grid", "loss.lambda_r=-0.2"], "grid key 'loss.lambda_r' value -0.2"),
+    (["--grid", "loss.lambda_r=0.1,0.1"], "grid key 'loss.lambda_r': lists 0.1 more than once"),
+    (["--grid", "train.learning_rate=-1e-3"], "grid key 'train.learning_rate' value -0.001"),
+    (["--grid-programs", "model_hparams.embedding_dim=8,2.5"], "grid_programs key 'model_hparams.embedding_dim' value 2.5"),
+    (["--grid", "loss.lambda_r=0.1", "--lambda-sweep", "0.3,0.5"], "grid key 'loss.lambda_r' and key 'lambda_sweep'"),
+    (["--grid", "loss.lambda_r=0.1", "--variant", "orig"], "grid key 'loss.lambda_r' needs the smooth variant"),
+    (["--grid", "train.learning_rate=1e-3", "--select-lambda"], "'select_lambda' (--select-lambda) cannot be combined"),
+    (["--grid", "lambda_r"], "--grid 'lambda_r': expected KEY=VALUES"),
+    (["--max-members", "-1"], "key 'max_members' must be >= 0"),
+])
+def test_bad_grids_stop_naming_the_key_and_create_no_run_directory(tmp_path, capsys, flags, message):
+    runs = tmp_path / "runs"
+    assert main(["--config", "dcnv2_ml100k", "--runs-dir", str(runs), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not runs.exists()
+
+
+def test_toml_grid_tables_nested_or_dotted_and_a_key_given_twice(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text('base = "dcnv2_ml100k"\n[grid]\n"loss.lambda_r" = [0.1, 0.5]\n[grid.train]\nlearning_rate = [1e-3, 5e-3]\n'
+                    '[grid_programs.model_hparams]\nembedding_dim = [8, 16]\n')
+    config = load_config(str(path))
+    assert config["grid"] == {"loss.lambda_r": [0.1, 0.5], "train.learning_rate": [1e-3, 5e-3]}
+    assert config["grid_programs"] == {"model_hparams.embedding_dim": [8, 16]}
+    assert validate(config) == config  # a stored config.json validates to itself (resume)
+    path.write_text('[grid]\n"train.learning_rate" = [1e-3]\n[grid.train]\nlearning_rate = [5e-3]\n')
+    with pytest.raises(ConfigError, match=r"grid.toml: grid key 'train.learning_rate' is given twice"):
+        load_config(str(path))
+    path.write_text('[grid]\n"model_hparams.embedding_dim" = [8, 16]\n')
+    with pytest.raises(ConfigError, match="grid key 'model_hparams.embedding_dim' changes a shape"):
+        load_config(str(path))
+
+
+def test_wave_plans_cover_every_member_once_within_the_limit():
+    points = [{"loss.lambda_r": x} for x in (0.1, 0.3, 0.5)]
+    seeds = [1, 2, 3, 4]
+    for limit in (0, 1, 3, 4, 5, 8, 12, 100):
+        plan = waves(points, seeds, limit)
+        members = [(p["loss.lambda_r"], s) for wave_points, wave_seeds in plan for p in wave_points for s in wave_seeds]
+        assert sorted(members) == sorted((p["loss.lambda_r"], s) for p in points for s in seeds)
+        assert all(len(w[0]) * len(w[1]) <= (limit or 12) for w in plan)
+    assert len(waves(points, seeds, 0)) == 1 and len(waves(points, seeds, 8)) == 2 and len(waves(points, seeds, 3)) == 6
+    assert members_that_fit(10_000, 1_000) == 8 and members_that_fit(10, 1_000) == 1
+
+
+def test_waves_give_the_same_members_as_one_program(tmp_path):
+    dataset = tiny_dataset()
+    candidates = ranking_candidates(dataset, "test", 20, 0, "positive")
+    config = validate(merge(tiny_config(epochs=2), {"grid": {"loss.lambda_r": [0.3, 0.9]}}))
+    one = run_grid(config, dataset, "smooth", tmp_path / "one", candidates, progress=False)
+    waved = run_grid({**config, "max_members": 3}, dataset, "smooth", tmp_path / "waves", candidates, progress=False)
+    assert sorted({r["output"] for r in one}) == ["smooth"]
+    assert sorted({r["output"] for r in waved}) == ["smooth_w1", "smooth_w2"]  # 2 points x 2 seeds, <= 3 a wave
+    key = lambda r: (r["point"]["loss.lambda_r"], r["seed"])  # noqa: E731
+    assert sorted(map(key, one)) == sorted(map(key, waved)) == [(0.3, 2020), (0.3, 2021), (0.9, 2020), (0.9, 2021)]
+    waved = {key(r): r for r in waved}
+    for r in one:
+        w = waved[key(r)]
+        assert w["best_epoch"] == r["best_epoch"]
+        for metric in ("best_valid_auc", "valid_logloss", "auc", "logloss", "ndcg@10"):
+            assert w[metric] == pytest.approx(r[metric], abs=1e-5), metric
+    assert len({r["auc"] for r in one}) > 1  # the members differ, so equality above means something
+
+
+def record(variant, point, seed, valid, test, output="smooth"):
+    return {"variant": variant, "point": point, "output": output, "member": f"seed{seed}_{point}", "seed": seed,
+            "lambda_r": point.get("loss.lambda_r", 0.0), "best_valid_auc": valid, "valid_logloss": 1 - valid,
+            "auc": test, "logloss": 1 - test, "ndcg@10": test / 2, "best_epoch": seed % 3 + 1, "epochs": 4,
+            "diverged": False}
+
+
+def test_the_selection_uses_validation_never_test(tmp_path):
+    # A has the best test AUC of every seed, B the best validation AUC: B must be chosen
+    a, b, c = ({"loss.lambda_r": x} for x in (0.1, 0.5, 0.9))
+    records = [record("smooth", a, s, 0.70, 0.90) for s in (1, 2, 3)]
+    records += [record("smooth", b, s, v, 0.60) for s, v in ((1, 0.80), (2, 0.78), (3, 0.79))]
+    records += [record("smooth", c, s, v, 0.95) for s, v in ((1, 0.95), (2, 0.40), (3, 0.41))]  # mean valid 0.587
+    chosen = select(records)["smooth"]
+    assert chosen["point"] == b and {m["seed"] for m in chosen["members"]} == {1, 2, 3}
+    write_grid_outputs(tmp_path, records)
+    selected = json.loads((tmp_path / "selected.json").read_text())["smooth"]
+    assert selected["point"] == b and selected["test"]["auc"]["mean"] == pytest.approx(0.60)
+    assert selected["valid_auc"]["mean"] == pytest.approx(0.79)
+    assert (tmp_path / "grid_smooth.png").stat().st_size > 0  # a 1-D grid: a line plot
+
+
+def test_grid_csv_statistics_equal_numpy_over_the_members(tmp_path):
+    rng = np.random.default_rng(0)
+    records = []
+    for lr in (1e-3, 5e-3):
+        for lam in (0.1, 0.9):
+            for seed in (1, 2, 3):
+                records.append(record("smooth", {"train.learning_rate": lr, "loss.lambda_r": lam}, seed,
+                                      rng.uniform(0.6, 0.8), rng.uniform(0.6, 0.8)))
+        for seed in (1, 2, 3):
+            records.append(record("orig", {"train.learning_rate": lr}, seed, rng.uniform(0.6, 0.8),
+                                  rng.uniform(0.6, 0.8), "orig"))
+    write_grid_outputs(tmp_path, records)
+    table = pd.read_csv(tmp_path / "grid.csv")
+    assert len(table) == 6 and list(table.columns[:3]) == ["variant", "train.learning_rate", "loss.lambda_r"]
+    point_of = lambda variant, lr, lam: (variant, lr, None if lam is None or np.isnan(lam) else lam)  # noqa: E731
+    for _, row in table.iterrows():
+        members = [r for r in records if point_of(r["variant"], r["point"]["train.learning_rate"],
+                                             r["point"].get("loss.lambda_r"))
+                   == point_of(row["variant"], row["train.learning_rate"], row["loss.lambda_r"])]
+        assert len(members) == 3 == row["seeds"]
+        for column, key in (("valid_auc", "best_valid_auc"), ("test_auc", "auc"), ("test_logloss", "logloss"),
+                            ("valid_logloss", "valid_logloss"), ("best_epoch", "best_epoch")):
+            values = np.array([m[key] for m in members])
+            assert row[f"{column}_mean"] == pytest.approx(values.mean(), rel=1e-12)
+            assert row[f"{column}_std"] == pytest.approx(values.std(ddof=1), rel=1e-12)
+    assert (tmp_path / "grid_smooth.png").stat().st_size > 0  # a 2-D grid: a heatmap
+
+
+def test_select_lambda_reports_smooth_at_the_validation_best_lambda(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    write_ratings(folder)
+    runs = tmp_path / "runs"
+    code = main(["--config", "dcnv2_ml100k", "--data", str(folder), "--format", "csv", "--inter", "ratings.csv",
+                 "--item", "movies.csv", "--columns", "userId=user_id,movieId=item_id", "--field-types",
+                 "genres=token_seq", "--set", 'data.seq_separator="|"', "--runs-dir", str(runs), *SMALL,
+                 "--seeds", "2020,2021", "--epochs", "3", "--set", "train.learning_rate=0.05",
+                 "--select-lambda", "--lambda-sweep", "0.0,1.0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (run_dir,) = (runs / "dcnv2_ml100k").iterdir()
+    sweep = json.loads((run_dir / "lambda_sweep" / "final.json").read_text())["members"]
+    means = {lam: np.mean([m["best_valid_auc"] for m in sweep if m["lambda_r"] == lam]) for lam in (0.0, 1.0)}
+    best = max(means, key=means.get)
+    assert len(sweep) == 4 and means[0.0] != means[1.0]
+    assert f"| smooth, lambda_r chosen on validation (lambda_r={best:g}) |" in captured.out
+    assert "| smooth (lambda_r=0.7) |" in captured.out  # the config's fixed lambda_r beside it
+    assert json.loads((run_dir / "selected.json").read_text())["lambda_sweep"]["point"] == {"loss.lambda_r": best}
+    assert (run_dir / "grid.csv").is_file() and (run_dir / "grid_lambda_sweep.png").is_file()
