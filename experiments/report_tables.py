@@ -43,7 +43,7 @@ def comparisons(run: dict) -> list[dict]:
     """The orig vs smooth comparisons of a run: {"lambda_r", "chosen_on", "orig", "smooth"} (member
     lists); a grid run compares each variant's validation-chosen point, a --select-lambda run adds
     smooth at the validation-chosen lambda_r beside the config's."""
-    config, finals, selected = run["config"], run["finals"], run["selected"]
+    config, finals, selected = run["config"], run["finals"], run.get("selected", {})
     found = []
     if config.get("grid") or config.get("grid_programs"):
         if {"orig", "smooth"} <= set(selected):

@@ -14,6 +14,7 @@ from experiments.configs import ConfigError, load_config, merge, validate
 from experiments.grid import members_that_fit, run_grid, waves
 from experiments.grid_report import select, write_grid_outputs
 from experiments.main import main
+from experiments.report_tables import compare
 from lipctr.ranking import ranking_candidates
 
 from tests.test_cli_user_data import SMALL, write_ratings
@@ -168,3 +169,22 @@ def test_select_lambda_reports_smooth_at_the_validation_best_lambda(tmp_path, ca
     assert "| smooth (lambda_r=0.7) |" in captured.out  # the config's fixed lambda_r beside it
     assert json.loads((run_dir / "selected.json").read_text())["lambda_sweep"]["point"] == {"loss.lambda_r": best}
     assert (run_dir / "grid.csv").is_file() and (run_dir / "grid_lambda_sweep.png").is_file()
+
+
+def test_report_table1_puts_smooth_at_the_chosen_lambda_beside_the_fixed_one():
+    rng = np.random.default_rng(2)
+    member = lambda seed, lam: {"member": f"seed{seed}_lambda{lam:g}", "seed": seed, "lambda_r": lam,  # noqa: E731
+                                "auc": float(rng.uniform(0.7, 0.8))}
+    finals = {"orig": {"members": [member(s, 0.0) for s in (1, 2, 3)]},
+              "smooth": {"members": [member(s, 0.7) for s in (1, 2, 3)]},
+              "lambda_sweep": {"members": [member(s, lam) for lam in (0.1, 0.3) for s in (1, 2, 3)]}}
+    selected = {"lambda_sweep": {"point": {"loss.lambda_r": 0.3},
+                                 "members": [{"output": "lambda_sweep", "member": f"seed{s}_lambda0.3"} for s in (1, 2, 3)]}}
+    run = {"config": {"model": "dcnv2", "dataset": "ml100k", "loss": {"lambda_r": 0.7}}, "finals": finals,
+           "selected": selected}
+    table = compare([run], ("auc",))
+    assert list(table["lambda_r_chosen_on"]) == ["config", "validation"] and list(table["lambda_r"]) == [0.7, 0.3]
+    for (_, row), lam, final in zip(table.iterrows(), (0.7, 0.3), ("smooth", "lambda_sweep")):
+        smooth = [m["auc"] for m in finals[final]["members"] if m["lambda_r"] == lam]
+        assert row["smooth_mean"] == pytest.approx(np.mean(smooth), rel=1e-12)
+        assert row["orig_mean"] == pytest.approx(np.mean([m["auc"] for m in finals["orig"]["members"]]), rel=1e-12)
