@@ -172,9 +172,11 @@ def grid_figure(rows: pd.DataFrame, keys: list[str], chosen: dict, title: str):
     fig, ax = plt.subplots(figsize=(1.2 * len(xs) + 2.5, 0.7 * len(ys) + 1.8))
     image = ax.imshow(valid, cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label="mean validation AUC")
+    middle = np.nanmean([np.nanmin(valid), np.nanmax(valid)])
     for i in range(len(ys)):
         for j in range(len(xs)):
-            ax.text(j, i, f"{valid[i, j]:.4f}\n{test[i, j]:.4f}", ha="center", va="center", fontsize=7, color="white")
+            ax.text(j, i, f"{valid[i, j]:.4f}\n{test[i, j]:.4f}", ha="center", va="center", fontsize=7,
+                    color="black" if valid[i, j] > middle else "white")
     ci, cj = ys.index(chosen[first]), xs.index(chosen[second])
     ax.add_patch(plt.Rectangle((cj - 0.5, ci - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     ax.set_xticks(range(len(xs)), _grid_axis(xs)[1])

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
 
 from experiments.configs import ConfigError, load_config, merge, validate
-from experiments.grid import members_that_fit, run_grid, waves
+from experiments.grid import members_that_fit, one_member_bytes, run_grid, wave_size, waves
+from experiments.run import build_trainer
+from lipctr.train import to_device
 from experiments.grid_report import select, write_grid_outputs
 from experiments.main import main
 from experiments.report_tables import compare
@@ -97,6 +100,17 @@ def test_waves_give_the_same_members_as_one_program(tmp_path):
         for metric in ("best_valid_auc", "valid_logloss", "auc", "logloss", "ndcg@10"):
             assert w[metric] == pytest.approx(r[metric], abs=1e-5), metric
     assert len({r["auc"] for r in one}) > 1  # the members differ, so equality above means something
+    again = run_grid({**config, "max_members": 3}, dataset, "smooth", tmp_path / "waves", candidates, progress=False)
+    assert {key(r): r for r in again} == waved  # finished waves are read back (a resume), not trained again
+
+
+def test_automatic_wave_size_is_all_at_once_on_cpu_and_one_member_bytes_cover_its_state():
+    dataset, config = tiny_dataset(), tiny_config(epochs=1)
+    assert wave_size(config, dataset) == 0 and wave_size({**config, "max_members": 3}, dataset) == 3
+    trainer = build_trainer(config, dataset, "smooth")
+    state, es = trainer.init(to_device(dataset.train)["features"], [2020], [0.7])
+    nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))  # noqa: E731
+    assert one_member_bytes(config, dataset, "smooth") >= 2 * nbytes(state) + nbytes(es)  # in, out, temporaries
 
 
 def record(variant, point, seed, valid, test, output="smooth"):
@@ -188,3 +202,29 @@ def test_report_table1_puts_smooth_at_the_chosen_lambda_beside_the_fixed_one():
         smooth = [m["auc"] for m in finals[final]["members"] if m["lambda_r"] == lam]
         assert row["smooth_mean"] == pytest.approx(np.mean(smooth), rel=1e-12)
         assert row["orig_mean"] == pytest.approx(np.mean([m["auc"] for m in finals["orig"]["members"]]), rel=1e-12)
+
+
+def test_learning_rate_x_lambda_grid_end_to_end(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    write_ratings(folder)
+    runs = tmp_path / "runs"
+    code = main(["--config", "dcnv2_ml100k", "--data", str(folder), "--format", "csv", "--inter", "ratings.csv",
+                 "--item", "movies.csv", "--columns", "userId=user_id,movieId=item_id", "--field-types",
+                 "genres=token_seq", "--set", 'data.seq_separator="|"', "--runs-dir", str(runs), *SMALL,
+                 "--epochs", "2", "--grid", "train.learning_rate=1e-3,5e-2", "--grid", "loss.lambda_r=0.3,0.9"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (run_dir,) = (runs / "dcnv2_ml100k").iterdir()
+    table = pd.read_csv(run_dir / "grid.csv")
+    assert list(table["variant"]) == ["orig"] * 2 + ["smooth"] * 4  # orig: the grid without lambda_r
+    selected = json.loads((run_dir / "selected.json").read_text())
+    for variant, size in (("orig", 2), ("smooth", 4)):
+        members = json.loads((run_dir / variant / "final.json").read_text())["members"]
+        assert len(members) == size and len({m["auc"] for m in members}) == size  # the points really differ
+        valid = {}
+        for m in members:
+            valid.setdefault(tuple(sorted(m["hparams"].items())), []).append(m["best_valid_auc"])
+        best = max(valid, key=lambda point: np.mean(valid[point]))
+        assert tuple(sorted(selected[variant]["point"].items())) == best
+    assert "chosen on validation" in captured.out
+    assert (run_dir / "grid_orig.png").is_file() and (run_dir / "grid_smooth.png").is_file()
