@@ -205,6 +205,7 @@ def test_report_table1_puts_smooth_at_the_chosen_lambda_beside_the_fixed_one():
 
 
 def test_learning_rate_x_lambda_grid_end_to_end(tmp_path, capsys):
+    pytest.importorskip("lipctr.member_hparams")  # TEMPORARY: grid-core's per-member machinery, until merged
     folder = tmp_path / "mine"
     write_ratings(folder)
     runs = tmp_path / "runs"
