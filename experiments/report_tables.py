@@ -4,6 +4,7 @@ per-model summary of the analyses; markdown rendering."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -128,17 +129,21 @@ def pct_table(frame: pd.DataFrame) -> pd.DataFrame:
     })
 
 def lambda_table(runs: list[dict]) -> pd.DataFrame:
+    """Figure 4's sweep: test AUC per lambda_r over the members of lambda_sweep/ (or of its waves
+    lambda_sweep_w<k>/, experiments.grid) against orig's mean."""
     rows = []
     for run in runs:
-        sweep = run["finals"].get("lambda_sweep")
-        if sweep is None:
+        members = [m for name, final in run["finals"].items() if re.fullmatch(r"lambda_sweep(_w\d+)?", name)
+                   for m in final["members"]]
+        if not members:
             continue
         orig_groups = run["finals"].get("orig", {}).get("summary", {})  # orig has one group, lambda_r 0
         orig = next(iter(orig_groups.values()))["auc"]["mean"] if orig_groups else np.nan
-        for lam, summary in sweep["summary"].items():
-            rows.append({"model": run["config"]["model"], "lambda_r": float(lam), "auc_mean": summary["auc"]["mean"],
-                         "auc_std": summary["auc"]["std"], "orig_auc_mean": orig,
-                         "delta_pct": 100 * (summary["auc"]["mean"] - orig) / orig})
+        for lam in dict.fromkeys(m["lambda_r"] for m in members):
+            auc = pd.Series([m["auc"] for m in members if m["lambda_r"] == lam])
+            rows.append({"model": run["config"]["model"], "lambda_r": float(lam), "auc_mean": auc.mean(),
+                         "auc_std": auc.std(ddof=1) if len(auc) > 1 else 0.0, "orig_auc_mean": orig,
+                         "delta_pct": 100 * (auc.mean() - orig) / orig})
     return pd.DataFrame(rows)
 
 def theorem_tables() -> dict[str, pd.DataFrame]:

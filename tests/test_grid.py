@@ -17,7 +17,7 @@ from experiments.run import build_trainer
 from lipctr.train import to_device
 from experiments.grid_report import select, write_grid_outputs
 from experiments.main import main
-from experiments.report_tables import compare
+from experiments.report_tables import compare, lambda_table
 from lipctr.ranking import ranking_candidates
 
 from tests.test_cli_user_data import SMALL, write_ratings
@@ -202,6 +202,14 @@ def test_report_table1_puts_smooth_at_the_chosen_lambda_beside_the_fixed_one():
         smooth = [m["auc"] for m in finals[final]["members"] if m["lambda_r"] == lam]
         assert row["smooth_mean"] == pytest.approx(np.mean(smooth), rel=1e-12)
         assert row["orig_mean"] == pytest.approx(np.mean([m["auc"] for m in finals["orig"]["members"]]), rel=1e-12)
+    sweep = finals.pop("lambda_sweep")["members"]  # Figure 4 from a sweep trained in two waves
+    finals.update({"lambda_sweep_w1": {"members": sweep[:4]}, "lambda_sweep_w2": {"members": sweep[4:]}})
+    finals["orig"]["summary"] = {"0": {"auc": {"mean": 0.75}}}
+    figure4 = lambda_table([run])
+    assert list(figure4["lambda_r"]) == [0.1, 0.3]
+    for _, row in figure4.iterrows():
+        auc = [m["auc"] for m in sweep if m["lambda_r"] == row["lambda_r"]]
+        assert (row["auc_mean"], row["auc_std"]) == pytest.approx((np.mean(auc), np.std(auc, ddof=1)), rel=1e-12)
 
 
 def test_learning_rate_x_lambda_grid_end_to_end(tmp_path, capsys):
