@@ -106,9 +106,11 @@ class FirstOrderLinear(nn.Module):
 class Dropout(nn.Module):
     """flax's nn.Dropout, also for a rate that is a traced per-member value (a float32 [] array,
     lipctr.member_hparams): the same make_rng("dropout"), bernoulli(keep_prob) mask and
-    select(mask, x / keep_prob, 0), so a Python-float rate gives flax's bits. A Python rate of 0
-    returns x without drawing a key, as flax does; a traced rate always draws one (at 0 the mask
-    is all ones and x / 1 = x). Rates lie in [0, 1) (a traced 1 would divide by 0)."""
+    select(mask, x / keep_prob, 0), so a Python-float rate gives flax's bits (and a traced rate
+    the same bits where float32(1 - rate) = 1 - float32(rate), e.g. 0.1 to 0.5 but 0.29, 0.33; else
+    the scale differs by one float32 ulp). A
+    Python rate of 0 returns x without drawing a key, as flax does; a traced rate always draws
+    one (at 0 the mask is all ones and x * 1 = x). Rates lie in [0, 1) (a traced 1 divides by 0)."""
 
     rate: float | jax.Array
 
@@ -121,7 +123,9 @@ class Dropout(nn.Module):
             return jnp.zeros_like(x)
         keep_prob = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
-        return jax.lax.select(mask, x / keep_prob, jnp.zeros_like(x))
+        # XLA computes x / constant as x * (1 / constant); a traced rate does the same explicitly
+        scaled = x / keep_prob if static else x * (1.0 / keep_prob)
+        return jax.lax.select(mask, scaled, jnp.zeros_like(x))
 
 
 class MLP(nn.Module):
