@@ -16,9 +16,9 @@ import jax
 import pandas as pd
 
 from experiments.configs import merge, validate
-from experiments.configs.grid import points, variant_grid
-from experiments.grid_shim import run_points
+from experiments.configs.grid import variant_grid
 from experiments.run import build_trainer, run_variant
+from lipctr.member_hparams import grid_points
 from lipctr.train import to_device
 
 MEMORY_FRACTION = 0.8  # of the free device memory a wave may plan to use
@@ -54,8 +54,8 @@ def member_records(final: dict, out: Path, program: dict, keys: list[str], base:
     history = pd.read_csv(out / "metrics.csv").set_index(["member", "epoch"])
     records = []
     for m in final["members"]:
-        hparams = m.get("hparams", {})
-        point = {**{k: tuple(v) if isinstance(v, list) else v for k, v in program.items()}, **{k: hparams.get(k, m["lambda_r"] if k == "loss.lambda_r" else None) for k in keys}}
+        point = {**{k: tuple(v) if isinstance(v, list) else v for k, v in program.items()},
+                 **{k: m["hparams"][k] for k in keys}}
         best = (m["member"], m["best_epoch"])
         records.append({**m, "variant": base, "output": out.name, "point": point,
                         "valid_logloss": float(history.loc[best, "valid_logloss"]) if best in history.index
@@ -69,15 +69,15 @@ def run_grid(config: dict, dataset, variant: str, run_dir: Path, candidates, pro
     """Train every program and wave of `variant`'s grid into run_dir; every member's record."""
     base = base or variant
     member_grid = variant_grid(config, variant)
-    programs = points(config["grid_programs"])
+    programs = grid_points(config["grid_programs"])
     records = []
     for p, program in enumerate(programs):
         program_config = _program_config(config, program, member_grid)
-        plan = waves(points(member_grid), program_config["seeds"], config["max_members"])
+        plan = waves(grid_points(member_grid), program_config["seeds"], config["max_members"])
         for w, (wave_points, wave_seeds) in enumerate(plan):
             output = output_name(base, p, len(programs), w, len(plan))
-            final = run_points(run_variant, {**program_config, "seeds": wave_seeds}, dataset, variant, run_dir,
-                               candidates, progress, output, mesh, wave_points if member_grid else None)
+            final = run_variant({**program_config, "seeds": wave_seeds}, dataset, variant, run_dir, candidates,
+                                progress, output, mesh=mesh, points=wave_points if member_grid else None)
             records += member_records(final, run_dir / output, program, list(member_grid), base)
     return records
 

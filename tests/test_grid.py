@@ -40,6 +40,8 @@ from tests.tiny_data import tiny_dataset
     (["--grid", "loss.lambda_r=-0.2"], "grid key 'loss.lambda_r' value -0.2"),
     (["--grid", "loss.lambda_r=0.1,0.1"], "grid key 'loss.lambda_r': lists 0.1 more than once"),
     (["--grid", "train.learning_rate=-1e-3"], "grid key 'train.learning_rate' value -0.001"),
+    (["--grid", "model_hparams.dropout_prob=0.1,1.5"], "grid key 'model_hparams.dropout_prob' value 1.5: 1.5 must lie in"),
+    (["--config", "nfm_ml100k", "--grid", "model_hparams.reg_weight=0.1"], "unknown grid key 'model_hparams.reg_weight'"),
     (["--grid-programs", "model_hparams.embedding_dim=8,2.5"], "grid_programs key 'model_hparams.embedding_dim' value 2.5"),
     (["--grid", "loss.lambda_r=0.1", "--lambda-sweep", "0.3,0.5"], "grid key 'loss.lambda_r' and key 'lambda_sweep'"),
     (["--grid", "loss.lambda_r=0.1", "--variant", "orig"], "grid key 'loss.lambda_r' needs the smooth variant"),
@@ -69,6 +71,12 @@ def test_toml_grid_tables_nested_or_dotted_and_a_key_given_twice(tmp_path):
     path.write_text('[grid]\n"model_hparams.embedding_dim" = [8, 16]\n')
     with pytest.raises(ConfigError, match="grid key 'model_hparams.embedding_dim' changes a shape"):
         load_config(str(path))
+
+
+def test_autoint_dropout_probs_take_one_per_member_rate():
+    config = load_config("autoint_ml100k")
+    grid = validate(merge(config, {"grid": {"model_hparams.dropout_probs": [0.1, 0.3]}}))["grid"]
+    assert grid == {"model_hparams.dropout_probs": [0.1, 0.3]}
 
 
 def test_wave_plans_cover_every_member_once_within_the_limit():
@@ -213,7 +221,6 @@ def test_report_table1_puts_smooth_at_the_chosen_lambda_beside_the_fixed_one():
 
 
 def test_learning_rate_x_lambda_grid_end_to_end(tmp_path, capsys):
-    pytest.importorskip("lipctr.member_hparams")  # TEMPORARY: grid-core's per-member machinery, until merged
     folder = tmp_path / "mine"
     write_ratings(folder)
     runs = tmp_path / "runs"

@@ -10,10 +10,8 @@ Two tables, each {dotted_key: [values]} (a TOML table may also nest them: [grid.
 
 from __future__ import annotations
 
-import itertools
-
 from experiments.configs import DEFAULTS, ConfigError, merge, parse_toml_value, validate
-from experiments.grid_shim import PER_MEMBER_KEYS, member_hparam
+from lipctr.member_hparams import check_value, member_hparam, per_member_keys
 from lipctr.models import default_hparams
 
 SECTIONS = ("train", "loss", "controls", "model_hparams")  # where grid keys live
@@ -61,7 +59,7 @@ def _known_key(key: str, config: dict, name: str, source: str) -> None:
     if section not in SECTIONS or leaf not in known:
         raise ConfigError(f"{source}: unknown {name} key {key!r}; a grid key is one of "
                           f"{', '.join(s + '.<key>' for s in SECTIONS)} naming a config key "
-                          f"(per-member: {', '.join(PER_MEMBER_KEYS)})")
+                          f"(per-member: {', '.join(per_member_keys(config['model']))})")
 
 
 def _check_values(key: str, values, name: str, config: dict, source: str, numeric: bool) -> None:
@@ -76,9 +74,18 @@ def _check_values(key: str, values, name: str, config: dict, source: str, numeri
         section, leaf = key.split(".", 1)
         single = merge({**config, "grid": {}, "grid_programs": {}}, {section: {leaf: value}})
         try:
-            validate(single, source=source)
-        except ConfigError as error:
-            raise ConfigError(f"{where} value {value!r}: {str(error).removeprefix(source + ': ')}") from None
+            if not (numeric and isinstance(_default(config, key), (list, tuple))):  # AutoInt's dropout_probs: one rate
+                validate(single, source=source)
+            if numeric:
+                check_value(key, value)
+        except (ConfigError, ValueError) as error:
+            reason = str(error).removeprefix(source + ": ").removeprefix(f"grid {key}: ")
+            raise ConfigError(f"{where} value {value!r}: {reason}") from None
+
+
+def _default(config: dict, key: str):
+    section, leaf = key.split(".", 1)
+    return (default_hparams(config["model"]) if section == "model_hparams" else DEFAULTS[section]).get(leaf)
 
 
 def check_grids(config: dict, source: str) -> dict:
@@ -95,7 +102,8 @@ def check_grids(config: dict, source: str) -> dict:
             if name == "grid" and not per_member:
                 raise ConfigError(f"{source}: grid key {key!r} changes a shape or is not a number, so it cannot "
                                   f"differ inside one program; give it as grid_programs / --grid-programs "
-                                  f"(one program per value; per-member keys: {', '.join(PER_MEMBER_KEYS)})")
+                                  f"(one program per value; per-member keys: "
+                                  f"{', '.join(per_member_keys(config['model']))})")
             _check_values(key, values, name, config, source, numeric=name == "grid")
     if "loss.lambda_r" in grid or "loss.lambda_r" in programs:
         if config["lambda_sweep"]:
@@ -103,12 +111,6 @@ def check_grids(config: dict, source: str) -> dict:
         if "smooth" not in config["variants"]:
             raise ConfigError(f"{source}: grid key 'loss.lambda_r' needs the smooth variant (orig has lambda_r 0)")
     return {**config, "grid": grid, "grid_programs": programs}
-
-
-def points(table: dict) -> list[dict]:
-    """Every point of a grid table's product, the first key slowest: [{dotted_key: value}]."""
-    keys = list(table)
-    return [dict(zip(keys, values)) for values in itertools.product(*(table[k] for k in keys))]
 
 
 def variant_grid(config: dict, variant: str) -> dict:
