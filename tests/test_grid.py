@@ -121,6 +121,20 @@ def test_automatic_wave_size_is_all_at_once_on_cpu_and_one_member_bytes_cover_it
     assert one_member_bytes(config, dataset, "smooth") >= 2 * nbytes(state) + nbytes(es)  # in, out, temporaries
 
 
+def test_shape_changing_keys_are_programs_run_one_after_another(tmp_path):
+    dataset = tiny_dataset()
+    candidates = ranking_candidates(dataset, "test", 20, 0, "positive")
+    config = validate(merge(tiny_config(epochs=1), {"seeds": [2020], "grid": {"loss.lambda_r": [0.3, 0.9]},
+                                                     "grid_programs": {"model_hparams.mlp_hidden_size": [[8], [16, 16]]}}))
+    records = run_grid(config, dataset, "smooth", tmp_path, candidates, progress=False)
+    assert [(r["output"], r["point"]) for r in records] == [
+        (f"smooth_p{i}", {"model_hparams.mlp_hidden_size": size, "loss.lambda_r": lam})
+        for i, size in ((1, (8,)), (2, (16, 16))) for lam in (0.3, 0.9)]
+    for i, size in ((1, [8]), (2, [16, 16])):
+        schema = json.loads((tmp_path / f"smooth_p{i}" / "run_schema.json").read_text())
+        assert schema["model"]["hparams"]["mlp_hidden_size"] == size  # each program built its own model
+
+
 def record(variant, point, seed, valid, test, output="smooth"):
     return {"variant": variant, "point": point, "output": output, "member": f"seed{seed}_{point}", "seed": seed,
             "lambda_r": point.get("loss.lambda_r", 0.0), "best_valid_auc": valid, "valid_logloss": 1 - valid,
