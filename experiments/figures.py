@@ -1,4 +1,4 @@
-"""The study's figures (PNG, written atomically): Figures 2-4, Theorem 1 and forest plots."""
+"""The study's figures (PNG, written atomically): Figures 2-4, Theorem 1, forest plots and grid plots."""
 
 from __future__ import annotations
 
@@ -127,3 +127,61 @@ def figure_theorem(tables: dict, trained: pd.DataFrame, out: Path) -> str:
     axes[1].legend(fontsize=7)
     save_png(fig, out / "fig_theorem1.png")
     return "fig_theorem1.png"
+
+def _grid_axis(values) -> tuple[list, list[str], bool]:
+    """Positions, tick labels and whether to draw on a log scale for a grid key's values (in order)."""
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric and min(values) > 0 and max(values) / min(values) >= 10:
+        return list(values), [f"{v:g}" for v in values], True
+    if numeric:
+        return list(values), [f"{v:g}" for v in values], False
+    return list(range(len(values))), [str(v) for v in values], False
+
+
+def grid_figure(rows: pd.DataFrame, keys: list[str], chosen: dict, title: str):
+    """A grid's mean validation AUC (and test AUC): a line plot over one varying key, a heatmap over
+    two (validation AUC coloured, "valid / test" in each cell); the chosen point marked. None for
+    another number of varying keys."""
+    if len(keys) == 1:
+        key = keys[0]
+        part = rows.sort_values(key) if rows[key].map(lambda v: isinstance(v, (int, float))).all() else rows
+        x, labels, log = _grid_axis(list(part[key]))
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for name, color in (("valid_auc", "tab:green"), ("test_auc", "tab:gray")):
+            ax.errorbar(x, part[f"{name}_mean"], yerr=part[f"{name}_std"], fmt="o-", color=color, capsize=3,
+                        label=name.replace("_", " "))
+        at = list(part[key]).index(chosen[key])
+        ax.plot([x[at]], [part["valid_auc_mean"].iloc[at]], "*", color="tab:red", markersize=14, label="chosen")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks(x, labels)
+        ax.set_xlabel(key)
+        ax.set_ylabel("AUC (mean ± std over seeds)")
+        ax.legend(fontsize=8)
+        ax.set_title(f"{title}: chosen on validation AUC")
+        return fig
+    if len(keys) != 2:
+        return None
+    first, second = keys
+    ys, xs = list(dict.fromkeys(rows[first])), list(dict.fromkeys(rows[second]))
+    valid = np.full((len(ys), len(xs)), np.nan)
+    test = np.full_like(valid, np.nan)
+    for _, row in rows.iterrows():
+        i, j = ys.index(row[first]), xs.index(row[second])
+        valid[i, j], test[i, j] = row["valid_auc_mean"], row["test_auc_mean"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(xs) + 2.5, 0.7 * len(ys) + 1.8))
+    image = ax.imshow(valid, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="mean validation AUC")
+    middle = np.nanmean([np.nanmin(valid), np.nanmax(valid)])
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            ax.text(j, i, f"{valid[i, j]:.4f}\n{test[i, j]:.4f}", ha="center", va="center", fontsize=7,
+                    color="black" if valid[i, j] > middle else "white")
+    ci, cj = ys.index(chosen[first]), xs.index(chosen[second])
+    ax.add_patch(plt.Rectangle((cj - 0.5, ci - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(len(xs)), _grid_axis(xs)[1])
+    ax.set_yticks(range(len(ys)), _grid_axis(ys)[1])
+    ax.set_xlabel(second)
+    ax.set_ylabel(first)
+    ax.set_title(f"{title}: valid / test AUC, chosen (red) on validation")
+    return fig

@@ -29,6 +29,9 @@ from lipctr.models import MODEL_NAMES
 from experiments import data_source
 from experiments.analysis import run_analyses
 from experiments.configs import ConfigError, load_config, merge, parse_toml_value, validate
+from experiments.configs import grid as grid_config
+from experiments.grid import run_grid, wave_size
+from experiments.grid_report import chosen_final, describe, write_grid_outputs
 from experiments.report import write_report
 from experiments.run import run_variant
 from experiments.rundir import RunDirError, create_run_dir, lock_run_dir, read_run_config, resume_config
@@ -48,6 +51,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="maximum number of epochs (with --resume: train longer)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.learning_rate=5e-3 (value in TOML syntax)")
+    g = p.add_argument_group("grids (README: 'Tuning: grids as one compiled ensemble')")
+    g.add_argument("--grid", action="append", default=[], metavar="KEY=VALUES",
+                   help="a per-member grid key (repeatable): members = product of the grid x seeds, one compiled "
+                        "ensemble, e.g. --grid train.learning_rate=1e-3,5e-3 --grid loss.lambda_r=0.1,0.5,0.9")
+    g.add_argument("--grid-programs", action="append", default=[], metavar="KEY=VALUES",
+                   help="a shape-changing grid key (repeatable): one program per value, run one after another, "
+                        "e.g. --grid-programs model_hparams.embedding_dim=8,16 or "
+                        "'model_hparams.mlp_hidden_size=[[64, 64], [128]]'")
+    g.add_argument("--max-members", type=int, metavar="N",
+                   help="train a grid in waves of at most N members (default: all at once on CPU, sized from free "
+                        "device memory on an accelerator)")
+    g.add_argument("--select-lambda", action="store_true", default=None,
+                   help="also train the lambda_r sweep (the config's lambda_sweep, else 0.1..0.9) of smooth and report "
+                        "smooth at the lambda_r of best mean validation AUC next to the config's lambda_r")
     p.add_argument("--runs-dir", help="where run directories are created (default runs)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its stored config (only --epochs, --mesh, "
@@ -96,6 +113,24 @@ def _set_key(config: dict, dotted: str, value) -> dict:
     return merge(config, update)
 
 
+def _apply_grid_flags(config: dict, args: argparse.Namespace) -> dict:
+    """--grid / --grid-programs written over the config's grid tables (a key given twice on the
+    command line is an error), --max-members, --select-lambda."""
+    given: dict[str, str] = {}
+    for table, flag, items in (("grid", "--grid", args.grid), ("grid_programs", "--grid-programs", args.grid_programs)):
+        for item in items:
+            key, values = grid_config.parse_flag(flag, item)
+            if key in given:
+                raise ConfigError(f"{flag} key {key!r}: given twice (also by {given[key]}); give each key once")
+            given[key] = flag
+            config = merge(config, {table: {key: values}})
+    if args.max_members is not None:
+        config["max_members"] = args.max_members
+    if args.select_lambda:
+        config["select_lambda"] = True
+    return config
+
+
 def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
     """The config (`name`, default --config) with the command line's overrides applied and validated;
     with --resume the run's stored config (see `resume_config`)."""
@@ -118,6 +153,7 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
         config["seeds"] = _parse_list("--seeds", args.seeds, int, "2020,2021")
     if args.epochs is not None:
         config["train"]["max_epochs"] = args.epochs
+    config = _apply_grid_flags(config, args)
     config = data_source.apply_flags(config, args)
     if args.mesh is not None:
         config["mesh"] = args.mesh
@@ -126,6 +162,7 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
 
 ANALYSES = ("lambda", "analyses", "report")
 LAMBDA_SWEEP = [0.1, 0.3, 0.5, 0.7, 0.9]
+VALIDATION_CHOSEN = "smooth, lambda_r chosen on validation"  # --select-lambda's row of the summary
 FIGURE4_MODELS = ("dcnv2", "widedeep", "xdeepfm")  # the paper's Figure 4; --models all sweeps these
 
 
@@ -200,16 +237,26 @@ def run_config(config: dict, dataset, args, analyses, mesh=None, sweep_lambda: b
     name = f"{config['model']}_{config['dataset']}"
     primary = sharding.is_primary()
     candidates = test_candidates(config, dataset) if candidates is None else candidates
+    grid = bool(config["grid"] or config["grid_programs"])
+    if grid or config["select_lambda"]:  # config.json records the wave size, so a resume keeps the waves
+        config = {**config, "max_members": wave_size(config, dataset)}
     run_dir, lock = _open_run_dir(config, args, name)
     try:
         if primary:
             print(f"{name}: {len(config['seeds'])} seeds; run directory {run_dir}", file=sys.stderr)
         start = time.perf_counter()
         progress = not args.no_progress
-        finals = {v: run_variant(config, dataset, v, run_dir, candidates, progress, mesh=mesh)
-                  for v in config["variants"]}
-        if "lambda" in analyses and sweep_lambda:
-            sweep = {**config, "lambda_sweep": config["lambda_sweep"] or LAMBDA_SWEEP}
+        records = [r for v in config["variants"] if grid
+                   for r in run_grid(config, dataset, v, run_dir, candidates, progress, mesh)]
+        fixed = {**config, "lambda_sweep": []} if config["select_lambda"] else config  # smooth at loss.lambda_r
+        finals = {} if grid else {v: run_variant(fixed, dataset, v, run_dir, candidates, progress, mesh=mesh)
+                                  for v in config["variants"]}
+        if config["select_lambda"]:
+            sweep = {**config, "select_lambda": False, "lambda_sweep": [],
+                     "grid": {"loss.lambda_r": config["lambda_sweep"] or LAMBDA_SWEEP}}
+            records += run_grid(sweep, dataset, "smooth", run_dir, candidates, progress, mesh, base="lambda_sweep")
+        elif "lambda" in analyses and sweep_lambda:
+            sweep = {**config, "lambda_sweep": config["lambda_sweep"] or LAMBDA_SWEEP, "grid": {}, "grid_programs": {}}
             finals["lambda_sweep"] = run_variant(sweep, dataset, "smooth", run_dir, candidates, progress,
                                                  "lambda_sweep", mesh=mesh)
     except KeyboardInterrupt:
@@ -219,6 +266,12 @@ def run_config(config: dict, dataset, args, analyses, mesh=None, sweep_lambda: b
             os.close(lock)
     if not primary:
         return run_dir
+    if records:
+        chosen = write_grid_outputs(run_dir, records)
+        print("chosen on validation (grid.csv, selected.json): " + "; ".join(describe(v, c) for v, c in chosen.items()))
+        finals = {**{v: chosen_final(chosen[v]) for v in config["variants"] if grid}, **finals}
+        if config["select_lambda"]:
+            finals[VALIDATION_CHOSEN] = chosen_final(chosen["lambda_sweep"])
     print(results_table(finals, tuple(config["eval"]["ks"])))
     if "analyses" in analyses:
         run_analyses(run_dir, dataset, config["variants"])
@@ -253,6 +306,9 @@ def main(argv=None) -> int:
 def _main(args: argparse.Namespace) -> int:
     analyses = parse_analyses(args.analysis)
     configs = resolve_configs(args)
+    if "analyses" in analyses and any(c["grid"] or c["grid_programs"] for c in configs):
+        raise ConfigError("--analysis analyses: not for a grid run (its variants hold many points); rerun the "
+                          "chosen point (selected.json) without the grid to analyse it")
     if args.resume and sharding.is_primary():
         notes = resume_config(args)[1]
         print(f"--resume {args.resume}: stored config" + (f"; applied {'; '.join(notes)}" if notes else ""),

@@ -30,7 +30,9 @@ def figure_forest_smooth(table1, out: Path) -> str | None:
     auc = table1[table1["metric"] == "auc"] if not table1.empty else table1
     if auc.empty:
         return None
-    rows = auc.assign(label=auc["model"], mean=100 * auc["delta"], low=100 * auc["ci_low"], high=100 * auc["ci_high"])
+    labels = [m if chosen == "config" else f"{m} (lambda_r on {chosen})"
+              for m, chosen in zip(auc["model"], auc["lambda_r_chosen_on"])]
+    rows = auc.assign(label=labels, mean=100 * auc["delta"], low=100 * auc["ci_low"], high=100 * auc["ci_high"])
     save_png(forest_figure(rows, f"smooth vs orig, {auc['dataset'].iloc[0]} (95% CI over seeds)"),
              out / "forest_smooth.png")
     return "forest_smooth.png"

@@ -4,6 +4,7 @@ per-model summary of the analyses; markdown rendering."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -23,35 +24,67 @@ def read_run(run_dir: Path) -> dict:
         history[sub.name] = pd.read_csv(sub / "metrics.csv")
     if not finals:
         raise FileNotFoundError(f"{run_dir}: no finished variant (no */final.json); is the run complete?")
+    selected = run_dir / "selected.json"
     return {"name": f"{config['model']}_{config['dataset']}", "dir": run_dir, "config": config,
-            "finals": finals, "history": history}
+            "finals": finals, "history": history,
+            "selected": json.loads(selected.read_text()) if selected.is_file() else {}}
 
-def _per_seed(final: dict, metric: str, lambda_r: float | None = None) -> pd.Series:
-    rows = [m for m in final["members"] if lambda_r is None or abs(m["lambda_r"] - lambda_r) < 1e-9]
-    return pd.Series({m["seed"]: m[metric] for m in rows}).sort_index()
+def _per_seed(members: list[dict], metric: str) -> pd.Series:
+    return pd.Series({m["seed"]: m[metric] for m in members}).sort_index()
+
+def _per_lambda(final: dict, lam: float) -> list[dict]:
+    return [m for m in final["members"] if abs(m["lambda_r"] - lam) < 1e-9]
+
+def _chosen_members(run: dict, variant: str) -> list[dict]:
+    """The final.json records of the members of a grid's chosen point (selected.json)."""
+    wanted = {(m["output"], m["member"]) for m in run["selected"][variant]["members"]}
+    return [m for output, final in run["finals"].items() for m in final["members"] if (output, m["member"]) in wanted]
+
+def comparisons(run: dict) -> list[dict]:
+    """The orig vs smooth comparisons of a run: {"lambda_r", "chosen_on", "orig", "smooth"} (member
+    lists); a grid run compares each variant's validation-chosen point, a --select-lambda run adds
+    smooth at the validation-chosen lambda_r beside the config's."""
+    config, finals, selected = run["config"], run["finals"], run.get("selected", {})
+    found = []
+    if config.get("grid") or config.get("grid_programs"):
+        if {"orig", "smooth"} <= set(selected):
+            smooth = _chosen_members(run, "smooth")
+            found.append({"lambda_r": smooth[0]["lambda_r"], "chosen_on": "validation (grid)",
+                          "orig": _chosen_members(run, "orig"), "smooth": smooth})
+        return found
+    if not {"orig", "smooth"} <= set(finals):
+        return found
+    orig = finals["orig"]["members"]
+    lam = config["loss"]["lambda_r"]
+    found.append({"lambda_r": lam, "chosen_on": "config", "orig": orig, "smooth": _per_lambda(finals["smooth"], lam)})
+    if "lambda_sweep" in selected:
+        chosen = selected["lambda_sweep"]["point"]["loss.lambda_r"]
+        found.append({"lambda_r": chosen, "chosen_on": "validation", "orig": orig,
+                      "smooth": _chosen_members(run, "lambda_sweep")})
+    return found
 
 def compare(runs: list[dict], metric_names) -> pd.DataFrame:
-    """orig vs smooth per run and metric: means, stds, delta %, paired t-test over shared seeds and
-    the 95% confidence interval of the paired difference smooth - orig (delta, ci_low, ci_high)."""
+    """orig vs smooth per run, comparison (`comparisons`) and metric: means, stds, delta %, paired
+    t-test over shared seeds and the 95% confidence interval of the paired difference smooth - orig
+    (delta, ci_low, ci_high)."""
     rows = []
     for run in runs:
-        if not {"orig", "smooth"} <= set(run["finals"]):
-            continue
-        lam = run["config"]["loss"]["lambda_r"]
-        for metric in metric_names:
-            orig = _per_seed(run["finals"]["orig"], metric)
-            smooth = _per_seed(run["finals"]["smooth"], metric, lam)
-            seeds = orig.index.intersection(smooth.index)
-            paired = paired_difference(orig[seeds], smooth[seeds])
-            rows.append({
-                "model": run["config"]["model"], "dataset": run["config"]["dataset"], "metric": metric,
-                "lambda_r": lam, "seeds": len(seeds),
-                "orig_mean": orig.mean(), "orig_std": orig.std(ddof=1),
-                "smooth_mean": smooth.mean(), "smooth_std": smooth.std(ddof=1),
-                "delta_pct": 100 * (smooth.mean() - orig.mean()) / abs(orig.mean()),
-                "t": paired["t"], "p_value": paired["p"],
-                "delta": paired["mean"], "ci_low": paired["low"], "ci_high": paired["high"],
-            })
+        for c in comparisons(run):
+            lam = c["lambda_r"]
+            for metric in metric_names:
+                orig = _per_seed(c["orig"], metric)
+                smooth = _per_seed(c["smooth"], metric)
+                seeds = orig.index.intersection(smooth.index)
+                paired = paired_difference(orig[seeds], smooth[seeds])
+                rows.append({
+                    "model": run["config"]["model"], "dataset": run["config"]["dataset"], "metric": metric,
+                    "lambda_r": lam, "lambda_r_chosen_on": c["chosen_on"], "seeds": len(seeds),
+                    "orig_mean": orig.mean(), "orig_std": orig.std(ddof=1),
+                    "smooth_mean": smooth.mean(), "smooth_std": smooth.std(ddof=1),
+                    "delta_pct": 100 * (smooth.mean() - orig.mean()) / abs(orig.mean()),
+                    "t": paired["t"], "p_value": paired["p"],
+                    "delta": paired["mean"], "ci_low": paired["low"], "ci_high": paired["high"],
+                })
     return pd.DataFrame(rows)
 
 def timing_table(runs: list[dict]) -> pd.DataFrame:
@@ -88,6 +121,7 @@ def pct_table(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     return pd.DataFrame({
         "model": frame["model"], "metric": frame["metric"], "lambda_r": frame["lambda_r"],
+        "chosen on": frame["lambda_r_chosen_on"],
         "orig": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(frame["orig_mean"], frame["orig_std"])],
         "smooth": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(frame["smooth_mean"], frame["smooth_std"])],
         "Δ%": [f"{d:+.2f}" for d in frame["delta_pct"]],
@@ -95,17 +129,21 @@ def pct_table(frame: pd.DataFrame) -> pd.DataFrame:
     })
 
 def lambda_table(runs: list[dict]) -> pd.DataFrame:
+    """Figure 4's sweep: test AUC per lambda_r over the members of lambda_sweep/ (or of its waves
+    lambda_sweep_w<k>/, experiments.grid) against orig's mean."""
     rows = []
     for run in runs:
-        sweep = run["finals"].get("lambda_sweep")
-        if sweep is None:
+        members = [m for name, final in run["finals"].items() if re.fullmatch(r"lambda_sweep(_w\d+)?", name)
+                   for m in final["members"]]
+        if not members:
             continue
         orig_groups = run["finals"].get("orig", {}).get("summary", {})  # orig has one group, lambda_r 0
         orig = next(iter(orig_groups.values()))["auc"]["mean"] if orig_groups else np.nan
-        for lam, summary in sweep["summary"].items():
-            rows.append({"model": run["config"]["model"], "lambda_r": float(lam), "auc_mean": summary["auc"]["mean"],
-                         "auc_std": summary["auc"]["std"], "orig_auc_mean": orig,
-                         "delta_pct": 100 * (summary["auc"]["mean"] - orig) / orig})
+        for lam in dict.fromkeys(m["lambda_r"] for m in members):
+            auc = pd.Series([m["auc"] for m in members if m["lambda_r"] == lam])
+            rows.append({"model": run["config"]["model"], "lambda_r": float(lam), "auc_mean": auc.mean(),
+                         "auc_std": auc.std(ddof=1) if len(auc) > 1 else 0.0, "orig_auc_mean": orig,
+                         "delta_pct": 100 * (auc.mean() - orig) / orig})
     return pd.DataFrame(rows)
 
 def theorem_tables() -> dict[str, pd.DataFrame]:
@@ -167,6 +205,7 @@ def headline(table1: pd.DataFrame) -> list[str]:
     for _, row in table1[table1["metric"] == "auc"].iterrows():
         verdict = "raised" if row["delta_pct"] > 0 else "did not raise"
         sig = "significant at 5%" if row["p_value"] < 0.05 else "not significant at 5%"
-        lines.append(f"- {row['model']}: smooth {verdict} test AUC ({row['delta_pct']:+.2f}%, "
+        lines.append(f"- {row['model']} (lambda_r {row['lambda_r']:g}, chosen on {row['lambda_r_chosen_on']}): "
+                     f"smooth {verdict} test AUC ({row['delta_pct']:+.2f}%, "
                      f"{100 * row['orig_mean']:.2f} -> {100 * row['smooth_mean']:.2f}, paired t p = {row['p_value']:.3g}, {sig})")
     return lines

@@ -33,6 +33,7 @@ from lipctr.checkpoint import StateCheckpoints, save_tree
 from lipctr.controls import Controls, controlled_train_split
 from lipctr.data.schema import Dataset
 from lipctr.io import save_npz_atomic, write_json_atomic, write_text_atomic
+from lipctr.member_hparams import grid_points, member_hparam, per_member_keys, stacked_values
 from lipctr.models import build_model
 from lipctr.models.controlled import controlled_model
 from lipctr.run_files import write_run_files
@@ -47,28 +48,54 @@ from experiments.rundir import RunDirError
 METRIC_KEYS = ("auc", "logloss")
 
 
-def config_variant(config: dict, variant: str) -> variants.Variant:
+def config_variant(config: dict, variant: str, points: list[dict] | None = None) -> variants.Variant:
     """The Variant `variant` ("orig" or "smooth") of a config: its loss options and controls (orig
     takes only the controls that act on its BCE: label smoothing, embedding L2); smooth with a
-    non-empty config["lambda_sweep"] is that lambda_r sweep."""
+    non-empty config["lambda_sweep"] is that lambda_r sweep. points: the grid points [{dotted key:
+    value}] its members train at (x seeds, point-major), by default the product of
+    config["grid"] ({dotted key: [values]}; none or {} = no grid); ValueError naming a key that is
+    not per-member (lipctr.member_hparams), or loss.lambda_r for orig."""
     loss, controls = config["loss"], Controls(**config.get("controls", {}))  # runs before controls had none
+    points = grid_points(config.get("grid", {})) if points is None else points
+    for key in dict.fromkeys(k for point in points for k in point):
+        if member_hparam(key, config["model"]) is None:
+            raise ValueError(f"grid {key}: not a per-member hyper-parameter of {config['model']} (per-member: "
+                             f"{', '.join(per_member_keys(config['model']))}); a key that changes a shape is one "
+                             "program per value")
+    grid = {"points": tuple(tuple(sorted(p.items())) for p in points if p)}
     if variant == "orig":
         controls = Controls(label_smoothing=controls.label_smoothing, embedding_l2=controls.embedding_l2)
-        return variants.orig(loss["aggregation"], loss["scale_penalty"], controls)
-    if config["lambda_sweep"]:
-        return variants.lambda_sweep(config["lambda_sweep"], aggregation=loss["aggregation"],
+        spec = variants.orig(loss["aggregation"], loss["scale_penalty"], controls)
+    elif config["lambda_sweep"]:
+        spec = variants.lambda_sweep(config["lambda_sweep"], aggregation=loss["aggregation"],
                                      scale_penalty=loss["scale_penalty"], controls=controls)
-    return variants.smooth(loss["lambda_r"], loss["aggregation"], loss["scale_penalty"], controls)
+    else:
+        spec = variants.smooth(loss["lambda_r"], loss["aggregation"], loss["scale_penalty"], controls)
+    if not grid["points"]:
+        return spec
+    sweep = spec.sweep or any(variants.LAMBDA_KEY in dict(p) for p in grid["points"])
+    return dataclasses.replace(spec, sweep=sweep, **grid)
 
 
-def build_trainer(config: dict, dataset: Dataset, variant: str, mesh=None) -> Trainer:
-    spec = config_variant(config, variant)
+def member_values(spec: variants.Variant, members: list[variants.Member], model: str) -> dict[str, list[float]]:
+    """{name: [value of each member]} of the members' own hyper-parameters (Trainer.init's hparams)."""
+    return stacked_values([m.hparams for m in members], model) if spec.points else {}
+
+
+def build_trainer(config: dict, dataset: Dataset, variant: str, mesh=None, points: list[dict] | None = None) -> Trainer:
+    spec = config_variant(config, variant, points)
     schema = spec.schema(dataset.schema)
     model = build_model(config["model"], schema, spec.num_outputs(schema.num_ratings), **model_hparams(config))
-    model = controlled_model(model, spec.controls)
+    per_member = member_values(spec, spec.members(config["seeds"]), config["model"])
+    model = controlled_model(model, spec.controls, per_member_embedding_l2="embedding_l2" in per_member)
     loss_config = spec.loss_config(schema.threshold)
     train_config = TrainConfig(**config["train"])
     return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid), mesh)
+
+
+def _point(spec: variants.Variant, member: variants.Member) -> dict:
+    """{"hparams": the member's grid point} in a grid run, else {} (final.json, run_schema.json)."""
+    return {"hparams": spec.member_point(member)} if spec.points else {}
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -127,14 +154,21 @@ def _saved_history(checkpoints: StateCheckpoints, labels: list[str], metrics_pat
     return read_history(metrics_path, labels, latest)
 
 
+def _resumable(trainer: Trainer, state, es, num: int) -> dict:
+    """What a resumable checkpoint holds: the real members' SavedState (no hparams: they come
+    from the config) and early-stopping records."""
+    return trainer.real_members({"state": state.saved(), "es": es}, num)
+
+
 def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, es, config: dict, num: int, name: str):
     """(state, es, epoch, info) of the newest intact saved state. Early stopping is re-derived
     for the config's max_epochs, so a longer run continues the members the epoch limit stopped,
     while those stopped by patience or divergence stay stopped."""
-    restored = checkpoints.restore(trainer.real_members({"state": state, "es": es}, num), _log)
+    restored = checkpoints.restore(_resumable(trainer, state, es, num), _log)
     epoch = checkpoints.latest_epoch()
     train_config = config["train"]
-    r_state, r_es = restored["state"], restored["es"]
+    r_state = restored["state"].with_hparams(trainer.real_members(state.hparams, num))
+    r_es = restored["es"]
     stopped = r_es.diverged | (r_es.bad_epochs >= train_config["patience"]) | (r_state.epoch >= train_config["max_epochs"])
     state, es = trainer.with_members((state, es), (r_state, r_es._replace(stopped=stopped)))
     done = int(np.sum(sharding.to_host(stopped)))
@@ -144,14 +178,15 @@ def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, es, config:
 
 
 def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
-                progress: bool = True, output: str | None = None, mesh=None) -> dict:
+                progress: bool = True, output: str | None = None, mesh=None, points: list[dict] | None = None) -> dict:
     """Train (or resume) one variant to the end and write its outputs to `<run_dir>/<output>/`
     (output defaults to the variant's name); returns final.json's content. A finished variant is
-    read back, unless it was trained for fewer max_epochs than the config now asks for."""
+    read back, unless it was trained for fewer max_epochs than the config now asks for. points:
+    the grid points of its members (config_variant)."""
     name = output or variant
     out = run_dir / name
     final_path = out / "final.json"
-    spec = config_variant(config, variant)
+    spec = config_variant(config, variant, points)
     members = spec.members(config["seeds"])
     num = len(members)
     sweep = spec.sweep
@@ -166,11 +201,12 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     checkpoints = StateCheckpoints(out / "state")
     resuming = checkpoints.latest_epoch() is not None
     history = _saved_history(checkpoints, labels, out / "metrics.csv") if resuming else []
-    trainer = build_trainer(config, dataset, variant, mesh)
+    trainer = build_trainer(config, dataset, variant, mesh, points)
     controls = spec.controls
     train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh)
     valid = to_device(dataset.valid, mesh)
-    state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members])
+    state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members],
+                             member_values(spec, members, config["model"]))
     seconds_before = 0.0
     if resuming:
         state, es, epoch_done, info = _restore(checkpoints, trainer, state, es, config, num, name)
@@ -190,7 +226,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
             write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
         if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
             seconds = seconds_before + time.perf_counter() - start
-            checkpoints.save(record.epoch, trainer.real_members({"state": state, "es": es}, num),
+            checkpoints.save(record.epoch, _resumable(trainer, state, es, num),
                              {"members": labels, "train_seconds": seconds})
         for i in np.flatnonzero(record.diverged[:num]):
             if i not in reported_divergence:
@@ -217,8 +253,8 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     for i, m in enumerate(members):
         save_tree(out / "checkpoints" / m.label(sweep), jax.tree.map(lambda x: x[i], best_all))
     if sharding.is_primary():  # what makes the variant scorable on its own (lipctr.load_run)
-        write_run_files(out, dataset, trainer, config["model"], [{"member": m.label(sweep), **dataclasses.asdict(m)}
-                                                                 for m in members])
+        write_run_files(out, dataset, trainer, config["model"], [
+            {"member": m.label(sweep), "seed": m.seed, "lambda_r": m.lambda_r, **_point(spec, m)} for m in members])
     es = jax.tree.map(sharding.to_host, trainer.real_members(es._replace(best_params=None, best_model_state=None), num))
 
     frame = pd.DataFrame(history)
@@ -237,6 +273,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
                 "best_epoch": int(np.asarray(es.best_epoch)[i]),
                 "best_valid_auc": float(np.asarray(es.best_auc)[i]),
                 "diverged": bool(np.asarray(es.diverged)[i]),
+                **_point(spec, m),
                 **{k: float(v[i]) for k, v in results.items()},
             }
             for i, m in enumerate(members)
@@ -250,12 +287,10 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
             "num_members": len(members),
         },
     }
-    groups = {}
+    groups = {}  # by lambda_r ("0.7"); in a grid by point ("lambda0.5_lr0.001")
     for i, m in enumerate(members):
-        groups.setdefault(m.lambda_r, []).append(i)
-    final["summary"] = {
-        f"{lam:g}": {k: _summary(v[idx]) for k, v in results.items()} for lam, idx in groups.items()
-    }
+        groups.setdefault(m.point_label(sweep) if spec.points else f"{m.lambda_r:g}", []).append(i)
+    final["summary"] = {group: {k: _summary(v[idx]) for k, v in results.items()} for group, idx in groups.items()}
     if sharding.is_primary():
         write_json_atomic(final_path, final)
     sharding.barrier(f"{out} final.json")

@@ -16,7 +16,9 @@ from lipctr import sharding
 CONFIG_FLAGS = {"config": "--config", "variant": "--variant", "lambda_r": "--lambda-r",
                 "lambda_sweep": "--lambda-sweep", "seeds": "--seeds", "set": "--set", "models": "--models",
                 "data": "--data", "format": "--format", "inter": "--inter", "user": "--user", "item": "--item",
-                "columns": "--columns", "field_types": "--field-types"}  # the last row: experiments.data_source
+                "columns": "--columns", "field_types": "--field-types",  # this row and the last: data_source
+                "grid": "--grid", "grid_programs": "--grid-programs", "max_members": "--max-members",
+                "select_lambda": "--select-lambda"}  # this row: experiments.grid
 
 
 class RunDirError(ValueError):

@@ -44,11 +44,11 @@ class LossConfig:
     aggregation: Aggregation = "prob"
     scale_penalty: bool = True
     aux_rating: bool = False  # logits [B, 1 + N]: click logit, then a separate rating head
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # also a traced per-member value (lipctr.member_hparams)
 
     def __post_init__(self):
         check_aggregation(self.aggregation, "LossConfig.aggregation")
-        if not 0.0 <= self.label_smoothing < 1.0:
+        if isinstance(self.label_smoothing, (int, float)) and not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"LossConfig.label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
 
     def click_logits(self, logits: jax.Array) -> jax.Array:

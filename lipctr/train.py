@@ -19,6 +19,7 @@ import optax
 
 from lipctr import sharding
 from lipctr.losses import LossConfig, multihead_loss
+from lipctr.member_hparams import OPTIMIZER_NAMES, member_loss_config, member_model
 from lipctr.models.base import CTRModel
 
 
@@ -32,8 +33,9 @@ class TrainConfig:
     patience: int = 5  # stop after this many consecutive evaluations without a better valid AUC
     members: str = "auto"  # how the member axis is computed: "vmap", "sequential" or "auto" (lipctr.ensemble)
 
-class TrainState(NamedTuple):
-    """One member's training state (a leading axis M when stacked)."""
+class SavedState(NamedTuple):
+    """What a resumable checkpoint holds of one member's TrainState: all but its hparams, which
+    come from the config (so states saved before members had hparams still restore)."""
 
     params: Any
     model_state: Any  # non-param collections, e.g. {"batch_stats": ...}; {} when none
@@ -42,6 +44,26 @@ class TrainState(NamedTuple):
     lambda_r: jax.Array  # float32 []
     epoch: jax.Array  # int32 [], epochs completed
 
+    def with_hparams(self, hparams) -> TrainState:
+        return TrainState(*self, hparams)
+
+
+class TrainState(NamedTuple):
+    """One member's training state (a leading axis M when stacked): SavedState's fields, then
+    hparams {name: float32 []}, the member's own hyper-parameters (lipctr.member_hparams); {} =
+    every member trains with the config's."""
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    key: jax.Array
+    lambda_r: jax.Array
+    epoch: jax.Array
+    hparams: dict
+
+    def saved(self) -> SavedState:
+        return SavedState(*self[:len(SavedState._fields)])
+
 class EpochStats(NamedTuple):
     """Per-member statistics of one epoch (means over its steps)."""
 
@@ -49,28 +71,34 @@ class EpochStats(NamedTuple):
     user_grad_norm: jax.Array  # L2 norm of the gradient of the user embedding table
     item_grad_norm: jax.Array
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+def make_optimizer(config: TrainConfig, hparams: dict | None = None) -> optax.GradientTransformation:
+    """AdamW at the config's learning rate and weight decay, or at a member's own (hparams
+    "learning_rate" / "weight_decay", traced float32 []); its state does not depend on them."""
+    own = {name: value for name, value in (hparams or {}).items() if name in OPTIMIZER_NAMES}
+    return optax.adamw(own.get("learning_rate", config.learning_rate),
+                       weight_decay=own.get("weight_decay", config.weight_decay))
 
 def _example_batch(features: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return jax.tree.map(lambda x: x[:2], features)
 
-def init_members(model: CTRModel, tx, features, seeds, lambdas) -> TrainState:
-    """Stacked initial states for members (seeds[i], lambdas[i]); features: any batch of inputs."""
+def init_members(model: CTRModel, tx, features, seeds, lambdas, hparams: dict | None = None) -> TrainState:
+    """Stacked initial states for members (seeds[i], lambdas[i], {name: values[i]} of hparams);
+    features: any batch of inputs. Initial params do not depend on the hparams."""
     example = _example_batch(features)
 
-    def init_one(seed, lambda_r):
+    def init_one(seed, lambda_r, own):
         init_key, dropout_key, train_key = jax.random.split(jax.random.PRNGKey(seed), 3)
         variables = model.init({"params": init_key, "dropout": dropout_key}, example, deterministic=True)
         params = variables["params"]
         model_state = {k: v for k, v in variables.items() if k != "params"}
         return TrainState(
-            params, model_state, tx.init(params), train_key, lambda_r.astype(jnp.float32), jnp.int32(0)
+            params, model_state, tx.init(params), train_key, lambda_r.astype(jnp.float32), jnp.int32(0), own
         )
 
     seeds = jnp.asarray(np.asarray(seeds, np.uint32))
     lambdas = jnp.asarray(np.asarray(lambdas, np.float32))
-    return jax.jit(jax.vmap(init_one))(seeds, lambdas)
+    own = {name: jnp.asarray(np.asarray(values, np.float32)) for name, values in (hparams or {}).items()}
+    return jax.jit(jax.vmap(init_one))(seeds, lambdas, own)
 
 def _table_grad_norm(grads, field: str) -> jax.Array:
     tables = grads["embedding"]["tables"]
@@ -118,17 +146,23 @@ def train_step(model: CTRModel, loss_config: LossConfig, tx, params, model_state
 def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int, mesh=None):
     """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
 
+    tx: an optax GradientTransformation, or a function of the member's hparams returning one
+    (its own learning rate / weight decay). The member's hparams also set its model's dropout
+    rates, reg_weight and embedding_l2 and its loss's label smoothing (lipctr.member_hparams).
+
     train = {"features": {...}, "rating": [n], "label": [n]} on the device. Batches come from
     `epoch_batches` (batch-norm statistics do see the weight-0 fillers of the last batch).
     With a mesh, each batch is split over its "data" axis (lipctr.sharding).
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
     schema = model.schema
+    optimizer = tx if callable(tx) else (lambda hparams: tx)
 
     def epoch(state: TrainState, train: dict) -> tuple[TrainState, EpochStats]:
         key, perm_key, dropout_key = jax.random.split(state.key, 3)
         batches, weights = epoch_batches(perm_key, num_train, batch_size)
-        config = dataclasses.replace(loss_config, lambda_r=state.lambda_r)
+        config = member_loss_config(loss_config, state.lambda_r, state.hparams)
+        own_model, own_tx = member_model(model, state.hparams), optimizer(state.hparams)
 
         def step(carry, inputs):
             params, model_state, opt_state = carry
@@ -139,14 +173,14 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
 
             step_key = jax.random.fold_in(dropout_key, step_number)
             params, new_model_state, opt_state, loss, grads = train_step(
-                model, config, tx, params, model_state, opt_state, batch, weight, step_key)
+                own_model, config, own_tx, params, model_state, opt_state, batch, weight, step_key)
             norms = (_table_grad_norm(grads, schema.user_field), _table_grad_norm(grads, schema.item_field))
             return (params, new_model_state, opt_state), (loss, *norms)
 
         carry = (state.params, state.model_state, state.opt_state)
         inputs = (batches, weights, jnp.arange(num_batches))
         (params, model_state, opt_state), (losses, user_norms, item_norms) = jax.lax.scan(step, carry, inputs)
-        new_state = TrainState(params, model_state, opt_state, key, state.lambda_r, state.epoch + 1)
+        new_state = TrainState(params, model_state, opt_state, key, state.lambda_r, state.epoch + 1, state.hparams)
         return new_state, EpochStats(losses.mean(), user_norms.mean(), item_norms.mean())
 
     return epoch

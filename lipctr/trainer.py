@@ -8,6 +8,7 @@ validation AUC that drives early stopping.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, NamedTuple
 
@@ -39,7 +40,8 @@ class Trainer:
         self.tx = make_optimizer(config)
         self.sequential = sequential_members(config.members)
         self.trace_counts = {"epoch": 0, "evaluate": 0}
-        epoch = make_epoch_fn(model, loss_config, self.tx, num_train, config.batch_size, mesh)
+        epoch = make_epoch_fn(model, loss_config, functools.partial(make_optimizer, config), num_train,
+                              config.batch_size, mesh)
         predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
 
         def train_epoch(state, es, train):
@@ -84,18 +86,21 @@ class Trainer:
     def _put(self, tree):
         return jax.device_put(tree) if self.mesh is None else sharding.put_replicated(tree, self.mesh)
 
-    def init(self, features, seeds, lambdas) -> tuple[TrainState, EarlyStopping]:
-        """States and early-stopping records of members (seeds[i], lambdas[i]), stacked. With a
-        mesh, M is padded to a multiple of the "seeds" axis size with copies of the last member
-        that start stopped; `real_members` drops them."""
+    def init(self, features, seeds, lambdas, hparams: dict | None = None) -> tuple[TrainState, EarlyStopping]:
+        """States and early-stopping records of members (seeds[i], lambdas[i], {name: values[i]}
+        of hparams: their own hyper-parameters, lipctr.member_hparams), stacked. With a mesh, M is
+        padded to a multiple of the "seeds" axis size with copies of the last member that start
+        stopped; `real_members` drops them."""
+        hparams = hparams or {}
         if self.mesh is None:
-            state = init_members(self.model, self.tx, features, seeds, lambdas)
+            state = init_members(self.model, self.tx, features, seeds, lambdas, hparams)
             return state, init_early_stopping(state)
         num_real = len(seeds)
         seeds, lambdas = sharding.pad_members(list(seeds), self.mesh), sharding.pad_members(list(lambdas), self.mesh)
+        hparams = {name: sharding.pad_members(list(values), self.mesh) for name, values in hparams.items()}
 
         def build(features):
-            state = init_members(self.model, self.tx, features, seeds, lambdas)
+            state = init_members(self.model, self.tx, features, seeds, lambdas, hparams)
             es = init_early_stopping(state)
             return state, es._replace(stopped=jnp.arange(len(seeds)) >= num_real)
 

@@ -20,6 +20,7 @@ from typing import Literal
 from lipctr.controls import Controls, controlled_schema
 from lipctr.data.schema import Schema
 from lipctr.losses import LossConfig, check_aggregation
+from lipctr.member_hparams import check_value, short_name
 
 NO_CONTROLS = Controls()
 
@@ -27,23 +28,37 @@ Kind = Literal["orig", "smooth"]
 KINDS: tuple[Kind, ...] = ("orig", "smooth")
 
 
+LAMBDA_KEY = "loss.lambda_r"
+Point = tuple[tuple[str, float], ...]  # a grid point: sorted (dotted config key, value) pairs
+
+
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One ensemble member: a seed and the lambda_r it is trained with."""
+    """One ensemble member: a seed, the lambda_r it is trained with and its own other
+    hyper-parameters (a grid point without loss.lambda_r; () = the config's)."""
 
     seed: int
     lambda_r: float
+    hparams: Point = ()
+
+    def point_label(self, sweep: bool) -> str:
+        """The member's hyper-parameters in its label, e.g. "lambda0.5_lr0.001" ("" = none)."""
+        parts = ([f"lambda{self.lambda_r:g}"] if sweep else []) + [f"{short_name(k)}{v:g}" for k, v in self.hparams]
+        return "_".join(parts)
 
     def label(self, sweep: bool) -> str:
-        """The member's name in outputs (metrics.csv, checkpoints/<label>/)."""
-        return f"seed{self.seed}_lambda{self.lambda_r:g}" if sweep else f"seed{self.seed}"
+        """The member's name in outputs (metrics.csv, checkpoints/<label>/): seed2020,
+        seed2020_lambda0.5 in a lambda_r sweep, seed2020_lr0.001_wd0.0001 in a grid."""
+        return "_".join(filter(None, [f"seed{self.seed}", self.point_label(sweep)]))
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """name: the output folder (<run>/<name>/); kind: "orig" or "smooth";
     lambdas: the lambda_r of each member group ((0.0,) for orig); sweep: members are labelled by
-    seed and lambda_r (a lambda_r sweep), else by seed; controls: the mechanism study's controls."""
+    seed and lambda_r (a lambda_r sweep), else by seed; controls: the mechanism study's controls;
+    points: a grid's points (each a Point; loss.lambda_r among its keys sets the members' lambda_r
+    and makes the variant a sweep), () = no grid."""
 
     name: str
     kind: Kind
@@ -52,6 +67,7 @@ class Variant:
     aggregation: str = "prob"
     scale_penalty: bool = True
     controls: Controls = NO_CONTROLS
+    points: tuple[Point, ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -65,6 +81,23 @@ class Variant:
         if self.kind == "orig" and rating_controls:
             raise ValueError(f"variant {self.name!r}: the rating controls (rating_noise, rating_classes, aux_rating) "
                              f"change smooth's rating supervision; orig has none")
+        self._check_points()
+
+    def _check_points(self) -> None:
+        if not self.points:
+            return
+        keys = [tuple(k for k, _ in point) for point in self.points]
+        if any(k != keys[0] or list(k) != sorted(set(k)) for k in keys):
+            raise ValueError(f"variant {self.name!r}: every grid point must hold the same keys, sorted, once each")
+        if LAMBDA_KEY in keys[0] and (self.kind == "orig" or len(self.lambdas) > 1):
+            why = "orig trains with lambda_r = 0 only" if self.kind == "orig" else "a lambda_r sweep sets it too"
+            raise ValueError(f"variant {self.name!r}: grid {LAMBDA_KEY}: {why}")
+        for point in self.points:
+            for key, value in point:
+                check_value(key, value)
+        labels = [Member(0, self.lambdas[0], point).point_label(False) for point in self.points]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"variant {self.name!r}: grid points {labels} do not all differ at 6 significant digits")
 
     @property
     def rating_head(self) -> bool:
@@ -82,8 +115,20 @@ class Variant:
         return 1 + num_ratings if self.controls.aux_rating else num_ratings
 
     def members(self, seeds) -> list[Member]:
-        """Every (lambda_r, seed) pair, lambda-major: [Member] of length len(lambdas) x len(seeds)."""
-        return [Member(int(seed), float(lam)) for lam in self.lambdas for seed in seeds]
+        """Every (lambda_r, seed) pair, lambda-major: [Member] of length len(lambdas) x len(seeds);
+        with a grid, every (point, seed) pair, point-major: len(points) x len(seeds)."""
+        if not self.points:
+            return [Member(int(seed), float(lam)) for lam in self.lambdas for seed in seeds]
+        return [Member(int(seed), float(dict(point).get(LAMBDA_KEY, self.lambdas[0])),
+                       tuple((k, float(v)) for k, v in point if k != LAMBDA_KEY))
+                for point in self.points for seed in seeds]
+
+    def member_point(self, member: Member) -> dict[str, float]:
+        """The grid point member was trained at, {dotted key: value} ({} without a grid)."""
+        if not self.points:
+            return {}
+        keys = dict(self.points[0])
+        return {**({LAMBDA_KEY: member.lambda_r} if LAMBDA_KEY in keys else {}), **dict(member.hparams)}
 
     def loss_config(self, threshold: int) -> LossConfig:
         """The loss options; lambda_r is each member's own (the trainer carries it per member)."""

@@ -48,6 +48,10 @@ DEFAULTS: dict = {
     "seeds": [2020, 2021, 2022, 2023, 2024],
     "lambda_sweep": [],
     "checkpoint_every": 1,  # epochs between resumable-state checkpoints (and always at the end)  # e.g. [0.1, 0.3, 0.5, 0.7, 0.9]: smooth members for every (lambda, seed)
+    "grid": {},  # per-member hyper-parameter grid {dotted_key: [values]}, one ensemble (experiments.configs.grid)
+    "grid_programs": {},  # shape-changing grid {dotted_key: [values]}: one program per point, one after another
+    "select_lambda": False,  # also train the lambda_r sweep and report smooth at the validation-chosen lambda_r
+    "max_members": 0,  # a grid's members per wave (program); 0 = all at once on CPU, from free memory on accelerators
     "mesh": "",  # device mesh, e.g. "seeds=4" or "seeds=2,data=2" (lipctr.sharding); "" = one device
     "eval": {
         "num_negatives": 100,
@@ -174,7 +178,7 @@ def _check_section(config: dict, defaults: dict, prefix: str, source: str):
         full = f"{prefix}{key}"
         if key not in defaults:
             raise ConfigError(f"{source}: unknown key {full!r}; known: {', '.join(prefix + k for k in defaults)}")
-        if isinstance(defaults[key], dict) and key not in ("model_hparams", "data"):
+        if isinstance(defaults[key], dict) and key not in ("model_hparams", "data", "grid", "grid_programs"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: key {full!r} must be a table/dict, got {_type_name(value)}")
             _check_section(value, defaults[key], full + ".", source)
@@ -235,6 +239,15 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: key 'eval.relevance' must be 'positive' or 'any'")
     if config["checkpoint_every"] < 1:
         raise ConfigError(f"{source}: key 'checkpoint_every' must be >= 1, got {config['checkpoint_every']}")
+    if config["max_members"] < 0:
+        raise ConfigError(f"{source}: key 'max_members' must be >= 0 (0 = automatic), got {config['max_members']}")
+    if config["select_lambda"] and (config["grid"] or config["grid_programs"]):
+        raise ConfigError(f"{source}: key 'select_lambda' (--select-lambda) cannot be combined with a grid; "
+                          "put loss.lambda_r in the grid instead")
+    if config["grid"] or config["grid_programs"]:
+        from experiments.configs.grid import check_grids  # it validates each grid value with this function
+
+        config = check_grids(config, source)
     return config
 
 

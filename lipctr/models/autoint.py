@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lipctr.models.base import MLP, CTRModel, FirstOrderLinear, prediction_layer, xavier_normal, zeros
+from lipctr.models.base import MLP, CTRModel, Dropout, FirstOrderLinear, prediction_layer, xavier_normal, zeros
 
 xavier_uniform = nn.initializers.xavier_uniform()
 
@@ -42,7 +42,7 @@ class SelfAttention(nn.Module):
     """
 
     num_heads: int
-    dropout: float = 0.0
+    dropout: float | jax.Array = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -56,7 +56,7 @@ class SelfAttention(nn.Module):
         q, k, v = (t.reshape(batch, fields, self.num_heads, head_dim) for t in jnp.split(qkv, 3, -1))
         scores = (q[:, :, None] * k[:, None]).sum(-1)  # [B, F, 1, H, c] * [B, 1, F, H, c] -> [B, F, F, H]
         scores = jnp.moveaxis(scores, 3, 1) / math.sqrt(head_dim)  # [B, H, F, F]
-        weights = nn.Dropout(self.dropout, deterministic=deterministic)(jax.nn.softmax(scores, -1))
+        weights = Dropout(self.dropout)(jax.nn.softmax(scores, -1), deterministic)
         out = (jnp.moveaxis(weights, 1, 3)[..., None] * v[:, None]).sum(2)  # [B, F, F, H, c] -> [B, F, H, c]
         return dense(width, "out_proj")(out.reshape(batch, fields, width))
 

@@ -103,11 +103,36 @@ class FirstOrderLinear(nn.Module):
         return per_field.sum(axis=1) + bias
 
 
+class Dropout(nn.Module):
+    """flax's nn.Dropout, also for a rate that is a traced per-member value (a float32 [] array,
+    lipctr.member_hparams): the same make_rng("dropout"), bernoulli(keep_prob) mask and
+    select(mask, x / keep_prob, 0), so a Python-float rate gives flax's bits (and a traced rate
+    the same bits where float32(1 - rate) = 1 - float32(rate), e.g. 0.1 to 0.5 but 0.29, 0.33; else
+    the scale differs by one float32 ulp). A
+    Python rate of 0 returns x without drawing a key, as flax does; a traced rate always draws
+    one (at 0 the mask is all ones and x * 1 = x). Rates lie in [0, 1) (a traced 1 divides by 0)."""
+
+    rate: float | jax.Array
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        static = isinstance(self.rate, (int, float))
+        if deterministic or (static and self.rate == 0.0):
+            return x
+        if static and self.rate == 1.0:
+            return jnp.zeros_like(x)
+        keep_prob = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
+        # XLA computes x / constant as x * (1 / constant); a traced rate does the same explicitly
+        scaled = x / keep_prob if static else x * (1.0 / keep_prob)
+        return jax.lax.select(mask, scaled, jnp.zeros_like(x))
+
+
 class MLP(nn.Module):
     """RecBole's MLPLayers: per layer dropout -> dense -> [batch-norm] -> activation. [B, D] -> [B, hidden[-1]]."""
 
     hidden: Sequence[int]
-    dropout: float = 0.0
+    dropout: float | jax.Array = 0.0
     activation: str = "relu"
     batch_norm: bool = False
 
@@ -115,7 +140,7 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         activation = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": nn.tanh}[self.activation]
         for width in self.hidden:
-            x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
+            x = Dropout(self.dropout)(x, deterministic)
             x = nn.Dense(width, kernel_init=xavier_normal, bias_init=zeros)(x)
             if self.batch_norm:
                 x = nn.BatchNorm(use_running_average=deterministic, momentum=0.9, epsilon=1e-5)(x)

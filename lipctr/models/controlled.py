@@ -95,16 +95,19 @@ def controlled_class(cls: type[CTRModel]) -> type[CTRModel]:
                 shapes = jax.eval_shape(click.init, jax.random.PRNGKey(0), _example_features(self.schema))
                 params = click_view(params, shapes["params"])
             own = cls.penalty(self, params)
-            return own + self.embedding_l2 * embedding_square_norm(params) if self.embedding_l2 else own
+            if isinstance(self.embedding_l2, float) and not self.embedding_l2:
+                return own
+            return own + self.embedding_l2 * embedding_square_norm(params)  # also a traced per-member weight
 
     Controlled.__name__ = Controlled.__qualname__ = f"Controlled{cls.__name__}"
     return Controlled
 
 
-def controlled_model(model: CTRModel, controls: Controls) -> CTRModel:
-    """`model` under the controls' aux_rating and embedding_l2 (itself when both are off). For
-    aux_rating, `model` must already have K = 1 + N outputs."""
-    if not controls.aux_rating and not controls.embedding_l2:
+def controlled_model(model: CTRModel, controls: Controls, per_member_embedding_l2: bool = False) -> CTRModel:
+    """`model` under the controls' aux_rating and embedding_l2 (itself when both are off, unless
+    each member brings its own embedding_l2). For aux_rating, `model` must already have K = 1 + N
+    outputs."""
+    if not controls.aux_rating and not controls.embedding_l2 and not per_member_embedding_l2:
         return model
     if controls.aux_rating and model.num_outputs < 3:
         raise ValueError(f"aux_rating needs a 1 + N wide head (N >= 2), got num_outputs={model.num_outputs}")

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lipctr.models.base import CTRModel, zeros
+from lipctr.models.base import CTRModel, Dropout, zeros
 
 
 def init_orders(key, shape, dtype=jnp.float32):
@@ -50,7 +50,7 @@ class EulerInteractionLayer(nn.Module):
         bias_theta = self.param("bias_theta", small, (dim, self.out_fields))
 
         def drop(rate, x):
-            return nn.Dropout(rate, deterministic=deterministic)(x)
+            return Dropout(rate)(x, deterministic)
 
         log_modulus = drop(self.drop_ex, 0.5 * jnp.log(r**2 + p**2 + 1e-8))
         phase = drop(self.drop_ex, jnp.arctan2(p, r))

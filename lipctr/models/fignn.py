@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from lipctr.models.autoint import SelfAttention, dense
-from lipctr.models.base import CTRModel, xavier_normal, zeros
+from lipctr.models.base import CTRModel, Dropout, xavier_normal, zeros
 
 
 def symmetric_uniform(bound: float):
@@ -98,9 +98,7 @@ class FiGNN(CTRModel):
         emb = self.field_embeddings(features, embedding_offset)  # [B, F, d]
         batch, fields = emb.shape[:2]
         width, k = self.attention_size, self.num_outputs
-        x = nn.Dropout(self.hidden_dropout_prob, deterministic=deterministic)(
-            dense(width, "att_embedding")(emb)
-        )
+        x = Dropout(self.hidden_dropout_prob)(dense(width, "att_embedding")(emb), deterministic)
         att = SelfAttention(self.num_heads, self.attn_dropout_prob, name="self_attn")(x, deterministic)
         h0 = nn.relu(att + dense(width, "v_res_embedding")(emb))  # [B, F, E]
         graph = edge_attention(h0, self.param("W_attn", xavier_normal, (2 * width, 1)))

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lipctr.models.base import MLP, CTRModel, FirstOrderLinear, prediction_layer, xavier_normal, zeros
+from lipctr.models.base import MLP, CTRModel, Dropout, FirstOrderLinear, prediction_layer, xavier_normal, zeros
 from lipctr.models.regularization import first_order_norm, sum_of_norms
 
 
@@ -84,7 +84,7 @@ class XDeepFM(CTRModel):
         cin = CIN(tuple(self.cin_layer_size), self.direct, name="cin")(emb)
         cin_logits = prediction_layer(self.side_outputs, name="cin_output")(cin)
         hidden = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(emb.reshape(emb.shape[0], -1), deterministic)
-        hidden = nn.Dropout(self.dropout_prob, deterministic=deterministic)(hidden)
+        hidden = Dropout(self.dropout_prob)(hidden, deterministic)
         dnn_logits = prediction_layer(self.num_outputs, name="dnn_output")(hidden)
         linear = FirstOrderLinear(self.schema, self.side_outputs, name="first_order")(features)
         return linear + cin_logits + dnn_logits  # [B, K]
