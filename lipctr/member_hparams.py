@@ -102,6 +102,16 @@ def stacked_values(hparams_per_member, model: str) -> dict[str, list[float]]:
     return stacked
 
 
+def check_names(model, names) -> None:
+    """ValueError unless every name is a per-member hyper-parameter `model` (a built CTRModel) has."""
+    for name in names:
+        model_field = name in MODEL_FIELDS or name == "embedding_l2"
+        if not (name in OPTIMIZER_NAMES or name in LOSS_NAMES or (model_field and hasattr(model, name))):
+            hint = (" (a per-member embedding_l2 needs lipctr.models.controlled.controlled_model(..., "
+                    "per_member_embedding_l2=True))" if name == "embedding_l2" else "")
+            raise ValueError(f"member hyper-parameter {name!r}: not one {type(model).__name__} takes per member{hint}")
+
+
 def member_model(model, hparams: dict):
     """`model` with the member's own dropout rates, reg_weight and embedding_l2 (traced values);
     a tuple-valued rate field (AutoInt's dropout_probs) takes the one value in every entry."""

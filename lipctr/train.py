@@ -19,7 +19,7 @@ import optax
 
 from lipctr import sharding
 from lipctr.losses import LossConfig, multihead_loss
-from lipctr.member_hparams import OPTIMIZER_NAMES, member_loss_config, member_model
+from lipctr.member_hparams import OPTIMIZER_NAMES, check_names, member_loss_config, member_model
 from lipctr.models.base import CTRModel
 
 
@@ -85,6 +85,7 @@ def init_members(model: CTRModel, tx, features, seeds, lambdas, hparams: dict | 
     """Stacked initial states for members (seeds[i], lambdas[i], {name: values[i]} of hparams);
     features: any batch of inputs. Initial params do not depend on the hparams."""
     example = _example_batch(features)
+    check_names(model, hparams or {})
 
     def init_one(seed, lambda_r, own):
         init_key, dropout_key, train_key = jax.random.split(jax.random.PRNGKey(seed), 3)

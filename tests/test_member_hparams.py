@@ -18,7 +18,7 @@ from experiments.run import build_trainer, config_variant, member_values, run_va
 from experiments.rundir import RunDirError
 from lipctr import variant as variants
 from lipctr.losses import LossConfig
-from lipctr.member_hparams import grid_points, member_hparam, member_model, per_member_keys, stacked_values
+from lipctr.member_hparams import check_names, grid_points, member_hparam, member_model, per_member_keys, stacked_values
 from lipctr.models import MODEL_NAMES, build_model, default_hparams
 from lipctr.models.base import Dropout
 from lipctr.ranking import ranking_candidates
@@ -134,7 +134,7 @@ def test_grid_member_trains_as_the_plain_config_of_its_values(data, model, key, 
               for c, s in ((config, grid_state), (alone_config, alone_state))]
     assert_same_member({"records": grid_records, "logits": logits[0]}, 1,
                        {"records": alone_records, "logits": logits[1]})
-    assert abs(grid_records[-1].stats.loss[0] - grid_records[-1].stats.loss[1]) > 1e-4
+    assert np.abs(logits[0][0] - logits[0][1]).max() > 1e-4  # the two values train different models
 
 
 @pytest.mark.parametrize("model", [name if name in ("nfm", "autoint") else pytest.param(name, marks=pytest.mark.slow)
@@ -290,6 +290,11 @@ def test_member_hparam_names_and_per_member_keys():
     assert grid_points({"a": [1, 2], "b": [3, 4, 5]})[:4] == [{"a": 1, "b": 3}, {"a": 1, "b": 4},
                                                               {"a": 1, "b": 5}, {"a": 2, "b": 3}]
     assert grid_points({}) == [{}]
+    net = build_model("nfm", tiny_dataset(num_interactions=50).schema, 1, mlp_hidden_size=(4,))
+    check_names(net, ["learning_rate", "dropout_prob", "label_smoothing"])
+    for name in ("learning_rat", "reg_weight", "embedding_l2"):  # a typo; NFM has no L2 term; not controlled
+        with pytest.raises(ValueError, match=f"member hyper-parameter '{name}'"):
+            check_names(net, [name])
     assert stacked_values([(("train.learning_rate", 0.1),), (("train.learning_rate", 0.2),)], "nfm") == {
         "learning_rate": [0.1, 0.2]}
 

@@ -103,7 +103,7 @@ if mode == "layouts":
 
     plain = build_trainer(config, ds, "smooth")  # no mesh: restore onto one device
     state, es = plain.init(to_device(ds.train)["features"], SEEDS, [0.5] * len(SEEDS))
-    like = {"state": state, "es": es}
+    like = {"state": state.saved(), "es": es}  # what run_variant checkpoints (lipctr.train.SavedState)
     restored = {name: StateCheckpoints(out / name / "smooth" / "state") for name in ("seeds4", "unsharded")}
     facts["state_epochs"] = [c.latest_epoch() for c in restored.values()]
     a, b = (c.restore(like) for c in restored.values())
