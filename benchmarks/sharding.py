@@ -50,11 +50,11 @@ def child(layout: str, devices: int, epochs: int, preset: str, model: str, root:
     trainer = build_trainer(config, dataset, "orig", mesh)
     train = to_device(dataset.train, mesh)
     seeds = config["seeds"]
-    state, es = trainer.init(train["features"], seeds, [0.0] * len(seeds))
+    state, stopping = trainer.init(train["features"], seeds, [0.0] * len(seeds))
     times, cpu = [], []
     for _ in range(epochs + 1):
         begin, begin_cpu = time.perf_counter(), time.process_time()
-        state, stats = trainer.train_epoch(state, es, train)
+        state, stats = trainer.train_epoch(state, stopping, train)
         jax.block_until_ready((state, stats))
         times.append(time.perf_counter() - begin)
         cpu.append(time.process_time() - begin_cpu)

@@ -42,19 +42,19 @@ def measure(model_name: str, dataset, variant: Variant, members: int, repeats: i
                       TrainConfig(learning_rate=config["train"]["learning_rate"]), len(dataset.train), len(dataset.valid))
     train, valid = to_device(dataset.train), to_device(dataset.valid)
     chosen = variant.members(SEEDS[:members])
-    state, es = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
+    state, stopping = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
     start = time.perf_counter()
-    compiled = trainer.train_epoch.lower(state, es, train).compile()
+    compiled = trainer.train_epoch.lower(state, stopping, train).compile()
     compile_seconds = time.perf_counter() - start
-    state, stats = jax.block_until_ready(compiled(state, es, train))  # warm-up epoch
-    jax.block_until_ready(trainer.evaluate(state, es, stats, valid))
+    state, stats = jax.block_until_ready(compiled(state, stopping, train))  # warm-up epoch
+    jax.block_until_ready(trainer.evaluate(state, stopping, stats, valid))
     epoch_times, eval_times = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        state, stats = jax.block_until_ready(compiled(state, es, train))
+        state, stats = jax.block_until_ready(compiled(state, stopping, train))
         epoch_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        jax.block_until_ready(trainer.evaluate(state, es, stats, valid))
+        jax.block_until_ready(trainer.evaluate(state, stopping, stats, valid))
         eval_times.append(time.perf_counter() - start)
     epoch = statistics.median(epoch_times)
     return {"compile_s": compile_seconds, "epoch_s": epoch, "eval_s": statistics.median(eval_times),

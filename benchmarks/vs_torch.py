@@ -90,12 +90,12 @@ def lipctr_worker(model: str, members: int, variant: str, data: str, warmup: int
     trainer = build_trainer(config, dataset, variant)
     train = to_device(dataset.train)
     chosen = config_variant(config, variant).members(config["seeds"])
-    state, es = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
-    epoch_fn = trainer.train_epoch.lower(state, es, train).compile()
+    state, stopping = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
+    epoch_fn = trainer.train_epoch.lower(state, stopping, train).compile()
     box = [state]
 
     def run_epoch():
-        box[0], stats = epoch_fn(box[0], es, train)
+        box[0], stats = epoch_fn(box[0], stopping, train)
         jax.block_until_ready(stats)
 
     times = time_epochs(run_epoch, warmup, epochs)

@@ -74,7 +74,7 @@ def noise_robustness(run: Run, dataset: Dataset, stds, draws: int = 3, seed: int
     rows = []
     for std in (0.0, *stds):
         for draw in range(draws if std > 0 else 1):
-            key = jax.random.fold_in(jax.random.PRNGKey(seed), draw)
+            key = jax.random.fold_in(jax.random.key(seed), draw)
             auc, logloss = evaluate(run.params, run.model_state, key, jnp.float32(std))
             rows.append(pd.DataFrame({**_member_columns(run), "std": std, "draw": draw,
                                       "auc": np.asarray(auc), "logloss": np.asarray(logloss)}))

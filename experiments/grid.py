@@ -102,8 +102,8 @@ def one_member_bytes(config: dict, dataset, variant: str) -> int:
     single = {**config, "grid": {}, "grid_programs": {}, "seeds": config["seeds"][:1], "lambda_sweep": []}
     trainer = build_trainer(single, dataset, variant)
     train = to_device(dataset.train)
-    state, es = trainer.init(train["features"], single["seeds"], [single["loss"]["lambda_r"]])
-    memory = trainer.train_epoch.lower(state, es, train).compile().memory_analysis()
+    state, stopping = trainer.init(train["features"], single["seeds"], [single["loss"]["lambda_r"]])
+    memory = trainer.train_epoch.lower(state, stopping, train).compile().memory_analysis()
     data = sum(x.nbytes for x in jax.tree.leaves(train))
     return int(memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes - data)
 

@@ -150,7 +150,7 @@ def theorem_tables() -> dict[str, pd.DataFrame]:
     """Softmax Jacobian norms: vs N at uniform logits, and over random logits of growing scale."""
     return {
         "norm_vs_bandwidth": softmax_jacobian.norm_vs_bandwidth(range(2, 65)),
-        "random_logits": softmax_jacobian.norm_distribution_by_scale(jax.random.PRNGKey(0), 5),
+        "random_logits": softmax_jacobian.norm_distribution_by_scale(jax.random.key(0), 5),
     }
 
 def collect_analysis(runs: list[dict], name: str) -> pd.DataFrame:

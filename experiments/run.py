@@ -102,19 +102,20 @@ def _summary(values: np.ndarray) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
 
-def evaluate_test(trainer: Trainer, es, dataset: Dataset, config: dict, candidates,
+def evaluate_test(trainer: Trainer, stopping, dataset: Dataset, config: dict, candidates,
                   num_members: int | None = None) -> tuple[dict, dict]:
     """Test metrics [M] of each member's best params, and the arrays to save; with num_members,
     only the first num_members members (the rest are a mesh's padding)."""
     test = to_device(dataset.test, trainer.mesh)
     start = time.perf_counter()
-    logits = jax.block_until_ready(trainer.predict_logits(es.best_params, es.best_model_state, test["features"]))
+    best = (stopping.best_params, stopping.best_model_state)
+    logits = jax.block_until_ready(trainer.predict_logits(*best, test["features"]))
     probs = trainer.click_probability(logits)
     test_seconds = time.perf_counter() - start
     scores = trainer.click_score(logits)
     results = member_metrics(scores, probs, test["label"])
     relevant = candidates.select(candidates.relevant)
-    ranked = trainer.score_candidates(es.best_params, es.best_model_state, relevant)
+    ranked = trainer.score_candidates(*best, relevant)
     ranking = jax.vmap(lambda s: metrics.ranking_metrics(s, relevant.relevant, tuple(config["eval"]["ks"])))(ranked)
     results.update(ranking)
     results = {k: sharding.to_host(v)[:num_members] for k, v in results.items()}
@@ -154,27 +155,28 @@ def _saved_history(checkpoints: StateCheckpoints, labels: list[str], metrics_pat
     return read_history(metrics_path, labels, latest)
 
 
-def _resumable(trainer: Trainer, state, es, num: int) -> dict:
+def _resumable(trainer: Trainer, state, stopping, num: int) -> dict:
     """What a resumable checkpoint holds: the real members' SavedState (no hparams: they come
     from the config) and early-stopping records."""
-    return trainer.real_members({"state": state.saved(), "es": es}, num)
+    return trainer.real_members({"state": state.saved(), "es": stopping}, num)
 
 
-def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, es, config: dict, num: int, name: str):
-    """(state, es, epoch, info) of the newest intact saved state. Early stopping is re-derived
+def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, stopping, config: dict, num: int, name: str):
+    """(state, stopping, epoch, info) of the newest intact saved state. Early stopping is re-derived
     for the config's max_epochs, so a longer run continues the members the epoch limit stopped,
     while those stopped by patience or divergence stay stopped."""
-    restored = checkpoints.restore(_resumable(trainer, state, es, num), _log)
+    restored = checkpoints.restore(_resumable(trainer, state, stopping, num), _log)
     epoch = checkpoints.latest_epoch()
     train_config = config["train"]
     r_state = restored["state"].with_hparams(trainer.real_members(state.hparams, num))
-    r_es = restored["es"]
-    stopped = r_es.diverged | (r_es.bad_epochs >= train_config["patience"]) | (r_state.epoch >= train_config["max_epochs"])
-    state, es = trainer.with_members((state, es), (r_state, r_es._replace(stopped=stopped)))
+    r_stopping = restored["es"]  # the checkpoint's key for the early-stopping record
+    stopped = (r_stopping.diverged | (r_stopping.bad_epochs >= train_config["patience"])
+               | (r_state.epoch >= train_config["max_epochs"]))
+    state, stopping = trainer.with_members((state, stopping), (r_state, r_stopping._replace(stopped=stopped)))
     done = int(np.sum(sharding.to_host(stopped)))
     _log(f"resuming {name} from epoch {epoch} of {train_config['max_epochs']}, {num} members"
          + (f" ({done} stopped)" if done else ""))
-    return state, es, epoch, checkpoints.info(epoch)
+    return state, stopping, epoch, checkpoints.info(epoch)
 
 
 def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
@@ -205,11 +207,11 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     controls = spec.controls
     train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh)
     valid = to_device(dataset.valid, mesh)
-    state, es = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members],
-                             member_values(spec, members, config["model"]))
+    state, stopping = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members],
+                                   member_values(spec, members, config["model"]))
     seconds_before = 0.0
     if resuming:
-        state, es, epoch_done, info = _restore(checkpoints, trainer, state, es, config, num, name)
+        state, stopping, epoch_done, info = _restore(checkpoints, trainer, state, stopping, config, num, name)
         history = [row for row in history if row["epoch"] <= epoch_done]  # older if the newest was damaged
         seconds_before = float(info.get("train_seconds", 0.0))
 
@@ -220,13 +222,13 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
                dynamic_ncols=True)
     reported_divergence = set()
 
-    def on_epoch(state, es, record):
+    def on_epoch(state, stopping, record):
         history.extend(history_rows(record, labels, members))
         if sharding.is_primary():
             write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
         if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
             seconds = seconds_before + time.perf_counter() - start
-            checkpoints.save(record.epoch, _resumable(trainer, state, es, num),
+            checkpoints.save(record.epoch, _resumable(trainer, state, stopping, num),
                              {"members": labels, "train_seconds": seconds})
         for i in np.flatnonzero(record.diverged[:num]):
             if i not in reported_divergence:
@@ -235,27 +237,28 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
                 tqdm.write(
                     f"NaN/inf training loss: model {model_name}, variant {variant}, seed {m.seed}, "
                     f"lambda_r {m.lambda_r:g}, epoch {record.epoch}; that member stopped and keeps its "
-                    f"best params (epoch {int(sharding.to_host(es.best_epoch)[i])}).",
+                    f"best params (epoch {int(sharding.to_host(stopping.best_epoch)[i])}).",
                     file=sys.stderr,
                 )
         bar.update(1)
         bar.set_postfix_str("valid AUC " + " ".join(f"{a:.4f}" for a in record.valid_auc[:min(num, 8)]))
 
     start = time.perf_counter()
-    state, es = fit(trainer, state, es, train, valid, on_epoch)
+    state, stopping = fit(trainer, state, stopping, train, valid, on_epoch)
     bar.close()
     train_seconds_total = seconds_before + time.perf_counter() - start  # all sessions' training
 
-    results, extra = evaluate_test(trainer, es, dataset, config, candidates, num)
+    results, extra = evaluate_test(trainer, stopping, dataset, config, candidates, num)
     if sharding.is_primary():
         save_npz_atomic(out / "predictions.npz", **extra["arrays"])
-    best_all = trainer.real_members({"params": es.best_params, **es.best_model_state}, num)
+    best_all = trainer.real_members({"params": stopping.best_params, **stopping.best_model_state}, num)
     for i, m in enumerate(members):
         save_tree(out / "checkpoints" / m.label(sweep), jax.tree.map(lambda x: x[i], best_all))
     if sharding.is_primary():  # what makes the variant scorable on its own (lipctr.load_run)
         write_run_files(out, dataset, trainer, config["model"], [
             {"member": m.label(sweep), "seed": m.seed, "lambda_r": m.lambda_r, **_point(spec, m)} for m in members])
-    es = jax.tree.map(sharding.to_host, trainer.real_members(es._replace(best_params=None, best_model_state=None), num))
+    stopping = jax.tree.map(sharding.to_host,
+                            trainer.real_members(stopping._replace(best_params=None, best_model_state=None), num))
 
     frame = pd.DataFrame(history)
     epochs = frame.drop_duplicates("epoch")
@@ -270,9 +273,9 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
                 "member": m.label(sweep),
                 "seed": m.seed,
                 "lambda_r": m.lambda_r,
-                "best_epoch": int(np.asarray(es.best_epoch)[i]),
-                "best_valid_auc": float(np.asarray(es.best_auc)[i]),
-                "diverged": bool(np.asarray(es.diverged)[i]),
+                "best_epoch": int(np.asarray(stopping.best_epoch)[i]),
+                "best_valid_auc": float(np.asarray(stopping.best_auc)[i]),
+                "diverged": bool(np.asarray(stopping.diverged)[i]),
                 **_point(spec, m),
                 **{k: float(v[i]) for k, v in results.items()},
             }

@@ -35,20 +35,20 @@ def init_early_stopping(state) -> EarlyStopping:
 
 
 def update_early_stopping(
-    es: EarlyStopping, state, valid_auc, loss_finite, patience: int, max_epochs: int
+    stopping: EarlyStopping, state, valid_auc, loss_finite, patience: int, max_epochs: int
 ) -> EarlyStopping:
     """One member's early-stopping update after an evaluation (vmap it)."""
-    active = ~es.stopped
-    improved = active & loss_finite & (valid_auc > es.best_auc)
+    active = ~stopping.stopped
+    improved = active & loss_finite & (valid_auc > stopping.best_auc)
     pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(improved, a, b), new, old)  # noqa: E731
-    bad_epochs = jnp.where(improved, 0, es.bad_epochs + active.astype(jnp.int32))
-    diverged = es.diverged | (active & ~loss_finite)
-    stopped = es.stopped | diverged | (bad_epochs >= patience) | (state.epoch >= max_epochs)
+    bad_epochs = jnp.where(improved, 0, stopping.bad_epochs + active.astype(jnp.int32))
+    diverged = stopping.diverged | (active & ~loss_finite)
+    stopped = stopping.stopped | diverged | (bad_epochs >= patience) | (state.epoch >= max_epochs)
     return EarlyStopping(
-        best_params=pick(state.params, es.best_params),
-        best_model_state=pick(state.model_state, es.best_model_state),
-        best_auc=jnp.where(improved, valid_auc, es.best_auc),
-        best_epoch=jnp.where(improved, state.epoch, es.best_epoch),
+        best_params=pick(state.params, stopping.best_params),
+        best_model_state=pick(state.model_state, stopping.best_model_state),
+        best_auc=jnp.where(improved, valid_auc, stopping.best_auc),
+        best_epoch=jnp.where(improved, state.epoch, stopping.best_epoch),
         bad_epochs=bad_epochs,
         stopped=stopped,
         diverged=diverged,

@@ -104,7 +104,7 @@ def load_run(path: str | Path, variant: str = "smooth", mesh=None) -> Run:
     meta = files.meta["model"]
     hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hparams"].items()}
     model = build_model(meta["name"], files.schema, int(meta["num_outputs"]), **hparams)
-    keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}
+    keys = {"params": jax.random.key(0), "dropout": jax.random.key(0)}
     example = _example_features(files.schema)
     like = jax.eval_shape(lambda: model.init(keys, example, deterministic=True))
     restored = []

@@ -261,7 +261,7 @@ def member_tables(model, loss: LossConfig, params, model_state, features, num_it
     for i in range(len(jax.tree.leaves(params)[0])):
         variables = {"params": jax.tree.map(lambda x: x[i], params), **jax.tree.map(lambda x: x[i], model_state)}
         tables.append(local_lipschitz(apply_fn, features, emb_shape, loss.threshold, loss.aggregation, num_iters,
-                                      key=jax.random.PRNGKey(seed), mode="jacfwd", variables=variables))
+                                      key=jax.random.key(seed), mode="jacfwd", variables=variables))
     return tables
 
 

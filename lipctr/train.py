@@ -40,12 +40,12 @@ class SavedState(NamedTuple):
     params: Any
     model_state: Any  # non-param collections, e.g. {"batch_stats": ...}; {} when none
     opt_state: Any
-    key: jax.Array  # uint32 [2] PRNG key, split once per epoch
+    key: jax.Array  # uint32 [2]: the data of the member's PRNG key (orbax saves plain arrays)
     lambda_r: jax.Array  # float32 []
     epoch: jax.Array  # int32 [], epochs completed
 
     def with_hparams(self, hparams) -> TrainState:
-        return TrainState(*self, hparams)
+        return TrainState(*self._replace(key=jax.random.wrap_key_data(self.key)), hparams)
 
 
 class TrainState(NamedTuple):
@@ -56,13 +56,13 @@ class TrainState(NamedTuple):
     params: Any
     model_state: Any
     opt_state: Any
-    key: jax.Array
+    key: jax.Array  # a typed PRNG key (jax.random.key) [], split once per epoch
     lambda_r: jax.Array
     epoch: jax.Array
     hparams: dict
 
     def saved(self) -> SavedState:
-        return SavedState(*self[:len(SavedState._fields)])
+        return SavedState(*self[:len(SavedState._fields)])._replace(key=jax.random.key_data(self.key))
 
 class EpochStats(NamedTuple):
     """Per-member statistics of one epoch (means over its steps)."""
@@ -88,7 +88,7 @@ def init_members(model: CTRModel, tx, features, seeds, lambdas, hparams: dict | 
     check_names(model, hparams or {})
 
     def init_one(seed, lambda_r, own):
-        init_key, dropout_key, train_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+        init_key, dropout_key, train_key = jax.random.split(jax.random.key(seed), 3)
         variables = model.init({"params": init_key, "dropout": dropout_key}, example, deterministic=True)
         params = variables["params"]
         model_state = {k: v for k, v in variables.items() if k != "params"}

@@ -44,21 +44,21 @@ class Trainer:
                               config.batch_size, mesh)
         predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
 
-        def train_epoch(state, es, train):
+        def train_epoch(state, stopping, train):
             self.trace_counts["epoch"] += 1
             new_state, stats = self._vmap(epoch, (0, None))(state, train)
-            return freeze_stopped(es.stopped, new_state, state), stats
+            return freeze_stopped(stopping.stopped, new_state, state), stats
 
-        def evaluate(state, es, stats, valid):
+        def evaluate(state, stopping, stats, valid):
             self.trace_counts["evaluate"] += 1
             logits = self._vmap(predict_valid, (0, 0, None))(state.params, state.model_state, valid["features"])
             measured = member_metrics(self.click_score(logits), self.click_probability(logits), valid["label"])
             valid_auc, valid_logloss = measured["auc"], measured["logloss"]
             finite = jnp.isfinite(stats.loss)
-            es = jax.vmap(update_early_stopping, in_axes=(0, 0, 0, 0, None, None))(
-                es, state, valid_auc, finite, config.patience, config.max_epochs
+            stopping = jax.vmap(update_early_stopping, in_axes=(0, 0, 0, 0, None, None))(
+                stopping, state, valid_auc, finite, config.patience, config.max_epochs
             )
-            return es, valid_auc, valid_logloss
+            return stopping, valid_auc, valid_logloss
 
         self.train_epoch = self._jit(train_epoch, ("members", "host"), donate_argnums=(0,))
         self.evaluate = self._jit(evaluate, ("members", "host", "host"))
@@ -101,8 +101,8 @@ class Trainer:
 
         def build(features):
             state = init_members(self.model, self.tx, features, seeds, lambdas, hparams)
-            es = init_early_stopping(state)
-            return state, es._replace(stopped=jnp.arange(len(seeds)) >= num_real)
+            stopping = init_early_stopping(state)
+            return state, stopping._replace(stopped=jnp.arange(len(seeds)) >= num_real)
 
         return self._jit(build, "members")(features)
 
@@ -181,29 +181,29 @@ class EpochRecord(NamedTuple):
     train_seconds: float
     eval_seconds: float
 
-def fit(trainer: Trainer, state: TrainState, es: EarlyStopping, train: dict, valid: dict, on_epoch=None):
-    """Train until every member has stopped; `on_epoch(state, es, record)` runs after each epoch.
+def fit(trainer: Trainer, state: TrainState, stopping: EarlyStopping, train: dict, valid: dict, on_epoch=None):
+    """Train until every member has stopped; `on_epoch(state, stopping, record)` runs after each epoch.
 
     The only host syncs are the ones per epoch below (timings and the stop decision).
     """
     epoch = int(np.max(sharding.to_host(state.epoch)))
-    while not bool(np.all(sharding.to_host(es.stopped))):
+    while not bool(np.all(sharding.to_host(stopping.stopped))):
         start = time.perf_counter()
-        state, stats = trainer.train_epoch(state, es, train)
+        state, stats = trainer.train_epoch(state, stopping, train)
         stats = jax.block_until_ready(stats)
         trained = time.perf_counter()
-        es, valid_auc, valid_logloss = jax.block_until_ready(trainer.evaluate(state, es, stats, valid))
+        stopping, valid_auc, valid_logloss = jax.block_until_ready(trainer.evaluate(state, stopping, stats, valid))
         epoch += 1
         record = EpochRecord(
             epoch,
             EpochStats(*(np.asarray(x) for x in stats)),
             np.asarray(valid_auc),
             np.asarray(valid_logloss),
-            sharding.to_host(es.stopped),
-            sharding.to_host(es.diverged),
+            sharding.to_host(stopping.stopped),
+            sharding.to_host(stopping.diverged),
             trained - start,
             time.perf_counter() - trained,
         )
         if on_epoch is not None:
-            on_epoch(state, es, record)
-    return state, es
+            on_epoch(state, stopping, record)
+    return state, stopping

@@ -148,7 +148,7 @@ def test_member_tables_measure_each_member_with_its_params_and_input_norms(tiny)
     data, _ = bwd.rebucket(dataset, preference, 3, 0.6)
     model = build_model("dcnv2", data.schema, 3, mlp_hidden_size=(8,))
     batch = {k: v[:6] for k, v in data.test.features.items()}
-    members = [model.init(jax.random.PRNGKey(seed), batch, deterministic=True) for seed in (4, 5)]
+    members = [model.init(jax.random.key(seed), batch, deterministic=True) for seed in (4, 5)]
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *members)
     params = stacked.pop("params")
     loss = LossConfig(threshold=data.schema.threshold)

@@ -107,8 +107,8 @@ def test_build_trainer_follows_the_controls():
 def test_aux_rating_scores_clicks_from_the_bce_head_only():
     dataset = tiny_dataset(num_interactions=400)
     trainer = build_trainer(small_config("dcnv2", aux_rating=True), dataset, "smooth")
-    logits = jax.random.normal(jax.random.PRNGKey(0), (7, 6))
-    changed = logits.at[:, 1:].set(10 * jax.random.normal(jax.random.PRNGKey(1), (7, 5)))
+    logits = jax.random.normal(jax.random.key(0), (7, 6))
+    changed = logits.at[:, 1:].set(10 * jax.random.normal(jax.random.key(1), (7, 5)))
     np.testing.assert_array_equal(trainer.click_score(logits), click_score(logits[:, :1]))
     np.testing.assert_array_equal(trainer.click_score(changed), trainer.click_score(logits))
     np.testing.assert_allclose(trainer.click_probability(changed), jax.nn.sigmoid(logits[:, 0]), rtol=1e-6)
@@ -153,7 +153,7 @@ def test_aux_rating_click_head_trains_as_orig_at_lambda_zero(model):
     assert np.abs(orig[1] - orig[0]).max() > 1e4 * 2e-6  # another seed is far outside that tolerance
     assert np.abs(aux[1, :, 0] - orig[0, :, 0]).max() > 1e3 * 2e-6  # lambda_r = 0.5 changes the click head
     click = aux_trainer.model.click_model()
-    shapes = jax.eval_shape(click.init, jax.random.PRNGKey(0), jax.tree.map(lambda x: x[:2], dataset.train.features))
+    shapes = jax.eval_shape(click.init, jax.random.key(0), jax.tree.map(lambda x: x[:2], dataset.train.features))
     moved = []
     for leaf, start, like in zip(jax.tree.leaves(params), jax.tree.leaves(initial), jax.tree.leaves(shapes["params"])):
         if leaf.shape[1:] != like.shape:  # a K-wide leaf: columns 1.. are the rating head
@@ -173,7 +173,7 @@ def test_scalar_side_branches_drop_exactly_their_extra_columns(name):
 
     def params(scalar, num_outputs=k):
         model = build_model(name, schema, num_outputs, scalar_side_branches=scalar)
-        return jax.eval_shape(model.init, jax.random.PRNGKey(0), features)["params"]
+        return jax.eval_shape(model.init, jax.random.key(0), features)["params"]
 
     full, scalar = params(False), params(True)
     first_order = sum(f.vocab_size if f.kind != "float" else 1 for f in schema.fields) + 1  # weights + bias
@@ -203,7 +203,7 @@ def test_label_smoothing_and_embedding_l2_are_the_stated_terms():
     features = {k: v[:2] for k, v in dataset.train.features.items()}
     base = build_model("dcnv2", dataset.schema, 1, embedding_dim=4, mlp_hidden_size=(8,))
     regularised = controlled_model(base, Controls(embedding_l2=0.01))
-    params = base.init(jax.random.PRNGKey(0), features)["params"]
+    params = base.init(jax.random.key(0), features)["params"]
     tables = params["embedding"]["tables"]
     squares = sum(np.sum(np.square(np.asarray(tables[f.name]["embedding"]))) for f in dataset.schema.fields)
     np.testing.assert_allclose(regularised.penalty(params) - base.penalty(params), 0.01 * squares, rtol=1e-5)

@@ -116,9 +116,9 @@ def test_automatic_wave_size_is_all_at_once_on_cpu_and_one_member_bytes_cover_it
     dataset, config = tiny_dataset(), tiny_config(epochs=1)
     assert wave_size(config, dataset) == 0 and wave_size({**config, "max_members": 3}, dataset) == 3
     trainer = build_trainer(config, dataset, "smooth")
-    state, es = trainer.init(to_device(dataset.train)["features"], [2020], [0.7])
+    state, stopping = trainer.init(to_device(dataset.train)["features"], [2020], [0.7])
     nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))  # noqa: E731
-    assert one_member_bytes(config, dataset, "smooth") >= 2 * nbytes(state) + nbytes(es)  # in, out, temporaries
+    assert one_member_bytes(config, dataset, "smooth") >= 2 * nbytes(state) + nbytes(stopping)  # in, out, temporaries
 
 
 def test_shape_changing_keys_are_programs_run_one_after_another(tmp_path):

@@ -55,11 +55,11 @@ def train(config: dict, data, points=None, variant: str = "smooth"):
     trainer = build_trainer(config, ds, variant, points=points)
     spec = config_variant(config, variant, points)
     members = spec.members(config["seeds"])
-    state, es = trainer.init(train_split["features"], [m.seed for m in members], [m.lambda_r for m in members],
+    state, stopping = trainer.init(train_split["features"], [m.seed for m in members], [m.lambda_r for m in members],
                              member_values(spec, members, config["model"]))
     records = []
-    state, es = fit(trainer, state, es, train_split, valid, lambda s, e, r: records.append(r))
-    return state, es, records
+    state, stopping = fit(trainer, state, stopping, train_split, valid, lambda s, e, r: records.append(r))
+    return state, stopping, records
 
 
 def valid_logits(data, trainer, state) -> np.ndarray:
@@ -89,10 +89,10 @@ OTHER = {"train.learning_rate": 5e-3, "train.weight_decay": 0.5, "model_hparams.
 
 def fit_members(trainer, spec, members, data, model="dcnv2"):
     ds, train_split, valid = data
-    state, es = trainer.init(train_split["features"], [m.seed for m in members], [m.lambda_r for m in members],
+    state, stopping = trainer.init(train_split["features"], [m.seed for m in members], [m.lambda_r for m in members],
                              member_values(spec, members, model))
     records = []
-    state, es = fit(trainer, state, es, train_split, valid, lambda s, e, r: records.append(r))
+    state, stopping = fit(trainer, state, stopping, train_split, valid, lambda s, e, r: records.append(r))
     return {"records": records, "logits": valid_logits(data, trainer, state)}
 
 
@@ -154,13 +154,13 @@ def test_every_backbones_rates_and_reg_weight_follow_the_members_values(model, d
     for field in fields:
         values = (0.1, 0.4) if field != "reg_weight" else (0.5, 3.0)
         base = build_model(model, ds.schema, 5, **small)
-        params_and_state = base.init({"params": jax.random.PRNGKey(0)}, batch["features"])
+        params_and_state = base.init({"params": jax.random.key(0)}, batch["features"])
         variables = {"params": params_and_state["params"]}
         model_state = {k: v for k, v in params_and_state.items() if k != "params"}
 
         def loss(net):
             value, _ = loss_fn(net, LossConfig(lambda_r=0.5), variables["params"], model_state, batch,
-                               jnp.ones(64), jax.random.PRNGKey(5))
+                               jnp.ones(64), jax.random.key(5))
             return value
 
         traced = jax.jit(jax.vmap(lambda v: loss(member_model(base, {field: v}))))(jnp.float32(values))
@@ -179,11 +179,11 @@ def test_members_take_their_own_adamw_steps(data):
     config = TrainConfig(learning_rate=1e-3, batch_size=len(ds.train), max_epochs=1)
     trainer = Trainer(model, LossConfig(lambda_r=0.5), config, len(ds.train), len(ds.valid))
     rates, decays = [1e-3, 1e-2, 1e-2], [0.0, 0.0, 0.5]
-    state, es = trainer.init(train_split["features"], [7, 7, 7], [0.5] * 3,
+    state, stopping = trainer.init(train_split["features"], [7, 7, 7], [0.5] * 3,
                              {"learning_rate": rates, "weight_decay": decays})
     before = jax.tree.map(np.asarray, state.params)
     keys = np.asarray(state.key)
-    after, _ = trainer.train_epoch(state, es, train_split)
+    after, _ = trainer.train_epoch(state, stopping, train_split)
     @jax.jit
     def gradient(params, key):
         _, perm_key, dropout_key = jax.random.split(key, 3)
@@ -226,8 +226,8 @@ class OwnDropped(nn.Module):
 
 
 def test_traced_dropout_is_flax_dropout_bit_for_bit():
-    x = jax.random.normal(jax.random.PRNGKey(0), (200, 500))
-    rngs = {"dropout": jax.random.PRNGKey(3)}
+    x = jax.random.normal(jax.random.key(0), (200, 500))
+    rngs = {"dropout": jax.random.key(3)}
     for rate in (0.1, 0.3, 0.5):
         flax_out = FlaxDropped(rate).apply({}, x, rngs=rngs)
         static = OwnDropped(rate).apply({}, x, rngs=rngs)
@@ -262,13 +262,13 @@ def test_one_compilation_for_a_grid_of_same_shape_points(data):
                                                           (1, spec.points[1])]  # point-major
     members = spec.members([1])
     hparams = member_values(spec, members, "dcnv2")
-    state, es = trainer.init(train_split["features"], [1] * 3, [0.7] * 3, hparams)
+    state, stopping = trainer.init(train_split["features"], [1] * 3, [0.7] * 3, hparams)
     records = []
-    fit(trainer, state, es, train_split, valid, lambda s, e, r: records.append(r))
+    fit(trainer, state, stopping, train_split, valid, lambda s, e, r: records.append(r))
     other = {name: [v * 0.5 for v in values] for name, values in hparams.items()}
-    state, es = trainer.init(train_split["features"], [1] * 3, [0.7] * 3, other)
-    state, stats = trainer.train_epoch(state, es, train_split)
-    trainer.evaluate(state, es, stats, valid)
+    state, stopping = trainer.init(train_split["features"], [1] * 3, [0.7] * 3, other)
+    state, stats = trainer.train_epoch(state, stopping, train_split)
+    trainer.evaluate(state, stopping, stats, valid)
     assert trainer.trace_counts == {"epoch": 1, "evaluate": 1}
     assert trainer.train_epoch._cache_size() == 1 and trainer.evaluate._cache_size() == 1
     assert len(set(np.round(records[-1].stats.loss, 5))) == 3  # every member trained differently

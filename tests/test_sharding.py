@@ -89,21 +89,21 @@ if mode == "layouts":
     mesh = sharding.make_mesh("seeds=2,data=2")
     trainer = build_trainer(config, ds, "smooth", mesh)
     train = to_device(ds.train, mesh)
-    state, es = trainer.init(train["features"], [2020, 2021, 2022], [0.5] * 3)
+    state, stopping = trainer.init(train["features"], [2020, 2021, 2022], [0.5] * 3)
     leaf = jax.tree.leaves(state.params)[0]
     facts["padded_members"] = int(leaf.shape[0])
-    facts["padding_stopped"] = sharding.to_host(es.stopped).tolist()
+    facts["padding_stopped"] = sharding.to_host(stopping.stopped).tolist()
     facts["member_spec"] = list(leaf.sharding.spec)
     facts["shard_rows"] = sorted({s.data.shape[0] for s in leaf.addressable_shards})
-    hlo = trainer.train_epoch.lower(state, es, train).compile().as_text()
+    hlo = trainer.train_epoch.lower(state, stopping, train).compile().as_text()
     facts["epoch_all_reduce"] = "all-reduce" in hlo
 
     import numpy as np
     from lipctr.checkpoint import load_tree
 
     plain = build_trainer(config, ds, "smooth")  # no mesh: restore onto one device
-    state, es = plain.init(to_device(ds.train)["features"], SEEDS, [0.5] * len(SEEDS))
-    like = {"state": state.saved(), "es": es}  # what run_variant checkpoints (lipctr.train.SavedState)
+    state, stopping = plain.init(to_device(ds.train)["features"], SEEDS, [0.5] * len(SEEDS))
+    like = {"state": state.saved(), "es": stopping}  # what run_variant checkpoints (lipctr.train.SavedState)
     restored = {name: StateCheckpoints(out / name / "smooth" / "state") for name in ("seeds4", "unsharded")}
     facts["state_epochs"] = [c.latest_epoch() for c in restored.values()]
     a, b = (c.restore(like) for c in restored.values())
@@ -111,7 +111,7 @@ if mode == "layouts":
     facts["state_members"] = sorted({x.shape[0] for x in jax.tree.leaves(a)})
     facts["state_max_diff"] = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    best_like = jax.tree.map(lambda x: x[0], {"params": es.best_params, **es.best_model_state})
+    best_like = jax.tree.map(lambda x: x[0], {"params": stopping.best_params, **stopping.best_model_state})
     diffs, devices = [], set()
     for seed in SEEDS:
         x, y = (load_tree(out / name / "smooth" / "checkpoints" / f"seed{seed}", best_like)

@@ -37,14 +37,14 @@ def trainer3(data):
 
 
 def run(trainer, train, valid, seeds, lambdas=None):
-    state, es = trainer.init(train["features"], seeds, lambdas or [0.5] * len(seeds))
+    state, stopping = trainer.init(train["features"], seeds, lambdas or [0.5] * len(seeds))
     records = []
-    state, es = fit(trainer, state, es, train, valid, lambda s, e, r: records.append(r))
-    return trainer, state, es, records
+    state, stopping = fit(trainer, state, stopping, train, valid, lambda s, e, r: records.append(r))
+    return trainer, state, stopping, records
 
 
 def test_epoch_batches_cover_every_example_once():
-    indices, weights = epoch_batches(jax.random.PRNGKey(3), 1000, 384)
+    indices, weights = epoch_batches(jax.random.key(3), 1000, 384)
     indices, weights = np.asarray(indices), np.asarray(weights)
     assert indices.shape == weights.shape == (3, 384)
     counts = np.bincount(indices.ravel(), weights=weights.ravel(), minlength=1000)
@@ -101,14 +101,14 @@ def test_unknown_members_mode_is_rejected(data):
 def test_one_compilation_and_no_transfers_inside_an_epoch(data):
     ds, train, valid = data
     trainer = make_trainer(ds, model="dcnv2")  # batch-norm: a mutable collection in the scan
-    state, es = trainer.init(train["features"], SEEDS[:2], [0.5, 0.5])
-    state, stats = trainer.train_epoch(state, es, train)  # compile outside the guard
+    state, stopping = trainer.init(train["features"], SEEDS[:2], [0.5, 0.5])
+    state, stats = trainer.train_epoch(state, stopping, train)  # compile outside the guard
     jax.block_until_ready(state)
     with jax.transfer_guard("disallow"):
         for _ in range(3):
-            state, stats = trainer.train_epoch(state, es, train)
-            es, auc, _ = trainer.evaluate(state, es, stats, valid)
-        jax.block_until_ready((state, es))
+            state, stats = trainer.train_epoch(state, stopping, train)
+            stopping, auc, _ = trainer.evaluate(state, stopping, stats, valid)
+        jax.block_until_ready((state, stopping))
     assert trainer.trace_counts == {"epoch": 1, "evaluate": 1}
     assert trainer.train_epoch._cache_size() == 1
 
@@ -116,10 +116,10 @@ def test_one_compilation_and_no_transfers_inside_an_epoch(data):
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_early_stopping_is_per_member_and_keeps_best(data):
     ds, train, valid = data
-    trainer, state, es, records = run(make_trainer(ds, max_epochs=40, patience=2), train, valid, SEEDS[:3])
+    trainer, state, stopping, records = run(make_trainer(ds, max_epochs=40, patience=2), train, valid, SEEDS[:3])
     valid_auc = np.stack([r.valid_auc for r in records])  # [epochs, M]
     stopped = np.stack([r.stopped for r in records])
-    best_epoch, best_auc = np.asarray(es.best_epoch), np.asarray(es.best_auc)
+    best_epoch, best_auc = np.asarray(stopping.best_epoch), np.asarray(stopping.best_auc)
     for m in range(3):
         stop_at = int(np.argmax(stopped[:, m])) + 1  # first epoch at which member m is stopped
         seen = valid_auc[:stop_at, m]
@@ -128,7 +128,7 @@ def test_early_stopping_is_per_member_and_keeps_best(data):
         assert stop_at == min(40, best_epoch[m] + 2)
     # best params reproduce the best validation AUC
     from lipctr import metrics
-    logits = trainer.predict_logits(es.best_params, es.best_model_state, valid["features"])
+    logits = trainer.predict_logits(stopping.best_params, stopping.best_model_state, valid["features"])
     auc = jax.vmap(metrics.auc, in_axes=(0, None))(trainer.click_probability(logits), valid["label"])
     np.testing.assert_allclose(np.asarray(auc), best_auc, atol=1e-6)
 
@@ -137,7 +137,7 @@ def test_candidate_scoring_in_chunks_equals_direct_scoring(data, trainer3):
     from lipctr.ranking import ranking_candidates
 
     ds, train, valid = data
-    state, es = trainer3.init(train["features"], SEEDS[:2], [0.5, 0.5])
+    state, stopping = trainer3.init(train["features"], SEEDS[:2], [0.5, 0.5])
     candidates = ranking_candidates(ds, "test", 20, seed=1, relevance="any")
     chunked = trainer3.score_candidates(state.params, state.model_state, candidates, rows_per_chunk=64)
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in candidates.features.items()}

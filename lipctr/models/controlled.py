@@ -92,7 +92,7 @@ def controlled_class(cls: type[CTRModel]) -> type[CTRModel]:
         def penalty(self, params) -> jax.Array:
             if self.aux_rating:
                 click = self.click_model()
-                shapes = jax.eval_shape(click.init, jax.random.PRNGKey(0), _example_features(self.schema))
+                shapes = jax.eval_shape(click.init, jax.random.key(0), _example_features(self.schema))
                 params = click_view(params, shapes["params"])
             own = cls.penalty(self, params)
             if isinstance(self.embedding_l2, float) and not self.embedding_l2:
