@@ -182,7 +182,7 @@ def test_members_take_their_own_adamw_steps(data):
     state, stopping = trainer.init(train_split["features"], [7, 7, 7], [0.5] * 3,
                              {"learning_rate": rates, "weight_decay": decays})
     before = jax.tree.map(np.asarray, state.params)
-    keys = np.asarray(state.key)
+    keys = np.asarray(jax.random.key_data(state.key))  # a host copy: train_epoch donates state
     after, _ = trainer.train_epoch(state, stopping, train_split)
     @jax.jit
     def gradient(params, key):
@@ -195,7 +195,7 @@ def test_members_take_their_own_adamw_steps(data):
     steps = []
     for i, (rate, decay) in enumerate(zip(rates, decays)):
         params = jax.tree.map(lambda x: jnp.asarray(x[i]), before)
-        grads = gradient(params, jnp.asarray(keys[i]))
+        grads = gradient(params, jax.random.wrap_key_data(jnp.asarray(keys[i])))
         tx = optax.adamw(rate, weight_decay=decay)  # applied eagerly, outside any lipctr program
         updates, _ = tx.update(grads, tx.init(params), params)
         expected = optax.apply_updates(params, updates)
