@@ -91,6 +91,7 @@ def test_wave_plans_cover_every_member_once_within_the_limit():
     assert members_that_fit(10_000, 1_000) == 8 and members_that_fit(10, 1_000) == 1
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_waves_give_the_same_members_as_one_program(tmp_path):
     dataset = tiny_dataset()
     candidates = ranking_candidates(dataset, "test", 20, 0, "positive")
@@ -121,6 +122,7 @@ def test_automatic_wave_size_is_all_at_once_on_cpu_and_one_member_bytes_cover_it
     assert one_member_bytes(config, dataset, "smooth") >= 2 * nbytes(state) + nbytes(stopping)  # in, out, temporaries
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_shape_changing_keys_are_programs_run_one_after_another(tmp_path):
     dataset = tiny_dataset()
     candidates = ranking_candidates(dataset, "test", 20, 0, "positive")
@@ -185,6 +187,7 @@ def test_grid_csv_statistics_equal_numpy_over_the_members(tmp_path):
     assert (tmp_path / "grid_smooth.png").stat().st_size > 0  # a 2-D grid: a heatmap
 
 
+@pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_select_lambda_reports_smooth_at_the_validation_best_lambda(tmp_path, capsys):
     folder = tmp_path / "mine"
     write_ratings(folder)
