@@ -21,6 +21,7 @@ from lipctr import sharding
 from lipctr.losses import LossConfig, multihead_loss
 from lipctr.member_hparams import OPTIMIZER_NAMES, check_names, member_loss_config, member_model
 from lipctr.models.base import CTRModel
+from lipctr.precision import compute_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrainConfig:
     max_epochs: int = 300
     patience: int = 5  # stop after this many consecutive evaluations without a better valid AUC
     members: str = "auto"  # how the member axis is computed: "vmap", "sequential" or "auto" (lipctr.ensemble)
+    compute_dtype: str = "float32"  # "bfloat16": the train step's matmuls and activations (lipctr.precision)
 
 class SavedState(NamedTuple):
     """What a resumable checkpoint holds of one member's TrainState: all but its hparams, which
@@ -120,31 +122,36 @@ def epoch_batches(key, num_train: int, batch_size: int) -> tuple[jax.Array, jax.
     return order.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
 
 
-def loss_fn(model: CTRModel, loss_config: LossConfig, params, model_state, batch: dict, weight, dropout_key):
+def loss_fn(model: CTRModel, loss_config: LossConfig, params, model_state, batch: dict, weight, dropout_key,
+            compute_dtype: str = "float32"):
     """(loss [], new model_state) of ONE member on a batch {"features", "rating" [B], "label" [B]}
-    with per-example weights [B], dropout on: the multi-head loss plus the backbone's penalty."""
+    with per-example weights [B], dropout on: the multi-head loss plus the backbone's penalty.
+    The forward pass runs in `compute_dtype` (lipctr.precision); logits, loss and penalty in float32."""
     logits, new_model_state = model.apply(
-        {"params": params, **model_state},
+        {"params": compute_params(params, compute_dtype), **model_state},
         batch["features"],
         deterministic=False,
         rngs={"dropout": dropout_key},
         mutable=list(model_state),
     )
+    logits = logits.astype(jnp.float32)
     loss = multihead_loss(logits, batch["rating"], batch["label"], loss_config, model.penalty(params), weight)
     return loss, new_model_state
 
 
 def train_step(model: CTRModel, loss_config: LossConfig, tx, params, model_state, opt_state, batch: dict, weight,
-               dropout_key):
-    """One optimiser step of ONE member -> (params, model_state, opt_state, loss, grads)."""
-    grad_fn = jax.value_and_grad(lambda p: loss_fn(model, loss_config, p, model_state, batch, weight, dropout_key),
-                                 has_aux=True)
+               dropout_key, compute_dtype: str = "float32"):
+    """One optimiser step of ONE member -> (params, model_state, opt_state, loss, grads); params,
+    grads and opt_state float32 whatever the compute dtype."""
+    grad_fn = jax.value_and_grad(
+        lambda p: loss_fn(model, loss_config, p, model_state, batch, weight, dropout_key, compute_dtype), has_aux=True)
     (loss, new_model_state), grads = grad_fn(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_model_state, opt_state, loss, grads
 
 
-def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int, mesh=None):
+def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int, mesh=None,
+                  compute_dtype: str = "float32"):
     """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
 
     tx: an optax GradientTransformation, or a function of the member's hparams returning one
@@ -174,7 +181,7 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
 
             step_key = jax.random.fold_in(dropout_key, step_number)
             params, new_model_state, opt_state, loss, grads = train_step(
-                own_model, config, own_tx, params, model_state, opt_state, batch, weight, step_key)
+                own_model, config, own_tx, params, model_state, opt_state, batch, weight, step_key, compute_dtype)
             norms = (_table_grad_norm(grads, schema.user_field), _table_grad_norm(grads, schema.item_field))
             return (params, new_model_state, opt_state), (loss, *norms)
 

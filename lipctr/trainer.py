@@ -41,7 +41,7 @@ class Trainer:
         self.sequential = sequential_members(config.members)
         self.trace_counts = {"epoch": 0, "evaluate": 0}
         epoch = make_epoch_fn(model, loss_config, functools.partial(make_optimizer, config), num_train,
-                              config.batch_size, mesh)
+                              config.batch_size, mesh, config.compute_dtype)
         predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
 
         def train_epoch(state, stopping, train):

@@ -16,6 +16,7 @@ from pathlib import Path
 from lipctr.controls import ControlError, Controls
 from lipctr.data import PRESETS, DataError, get_preset
 from lipctr.ensemble import MEMBER_MODES
+from lipctr.precision import COMPUTE_DTYPES
 from lipctr.losses import AGGREGATIONS, LossConfig
 from lipctr.models import MODEL_NAMES, default_hparams
 from lipctr.sharding import MeshError, parse_mesh
@@ -233,6 +234,9 @@ def validate(config: dict, source: str = "config") -> dict:
     if config["train"]["members"] not in MEMBER_MODES:
         raise ConfigError(f"{source}: key 'train.members' must be one of {', '.join(MEMBER_MODES)}, "
                           f"got {config['train']['members']!r}")
+    if config["train"]["compute_dtype"] not in COMPUTE_DTYPES:
+        raise ConfigError(f"{source}: key 'train.compute_dtype' must be one of {', '.join(COMPUTE_DTYPES)}, "
+                          f"got {config['train']['compute_dtype']!r}")
     if config["loss"]["aggregation"] not in AGGREGATIONS:
         raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
     if config["eval"]["relevance"] not in ("positive", "any"):
