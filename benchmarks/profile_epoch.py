@@ -1,0 +1,223 @@
+"""Where a training epoch's CPU time goes, per backbone: a profiler trace of one compiled epoch,
+attributed to the optimised HLO's instructions.
+
+    python -m benchmarks.profile_epoch [--models nfm,dcnv2] [--variant orig] [--data datasets/ml-100k]
+
+For each backbone (the `<model>_ml100k` config, one seed, real ML-100K): the epoch program that
+training runs (Trainer.train_epoch, compiled ahead), one untimed epoch, then one epoch under
+`jax.profiler.trace` with XLA:CPU's per-thunk trace events on. Every event is matched to the HLO
+instruction it ran, and that instruction is classed by what it computes:
+
+  dot          dot / convolution (or a fusion holding one); FLOPs counted from the HLO shapes
+  rng          a fusion or loop holding the threefry hash (uint32 xor / shift): dropout masks, permutation
+  gather       embedding lookups          scatter   embedding-table gradients
+  reduce       reductions (batch-norm statistics, attention sums, gradient sums over the batch)
+  copy         copies and transposes (layout changes)
+  elementwise  everything else (activations, Adam's update, masks applied, loss)
+
+XLA:CPU runs a dot asynchronously on Eigen's threads, so its trace event covers only the launch;
+dots are therefore timed by their FLOPs (counted from the HLO shapes) at the matmul rate measured
+in the same process (a 4096x512 @ 512x512 fp32 matmul in a scan; this CPU's fp32 peak is about
+333 GFLOP/s on 2 cores): `dot_s`, a lower bound of the epoch's time in dots. The other classes'
+shares are of the CPU time of their events (one per task and thread, synchronous), and the
+largest of them are listed with the JAX operation they came from (a class "rng" fusion also
+applies the mask it draws). `--json` writes it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+import tempfile
+import time
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\((.*)$")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
+_SHAPE = re.compile(r"[a-z0-9]+\[([0-9,]*)\]")
+CONTROL = {"while", "conditional", "call"}
+CLASSES = ("dot", "rng", "gather", "scatter", "reduce", "copy", "elementwise")
+
+
+def _dims(shape: str) -> list[int]:
+    m = _SHAPE.match(shape)
+    return [int(d) for d in m.group(1).split(",") if d] if m else []
+
+
+def _dot_flops(out_shape: str, rest: str, shapes: dict[str, str]) -> int:
+    """2 x output elements x contracted size, from `dot(%lhs, %rhs), lhs_contracting_dims={..}`."""
+    lhs = _dims(shapes.get(re.match(r"\s*%([\w.\-]+)", rest).group(1), ""))
+    contracting = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", rest)
+    size = math.prod(lhs[int(i)] for i in contracting.group(1).split(",") if i) if contracting else 1
+    return 2 * math.prod(_dims(out_shape)) * size
+
+
+def parse_hlo(text: str) -> dict[str, dict]:
+    """{instruction name: {"class", "flops", "opcode", "in_step", "op_name"}} for every instruction
+    of the module; in_step: not inside a fusion (the fusion instruction counts its dots' FLOPs)."""
+    computations: dict[str, list[tuple]] = collections.defaultdict(list)
+    current = None
+    for line in text.splitlines():
+        header = _COMPUTATION.match(line)
+        if header:
+            current = header.group(1)
+            continue
+        found = _INSTRUCTION.match(line)
+        if found and current:
+            computations[current].append(found.groups())
+    shapes = {name: shape for instructions in computations.values() for name, shape, _, _ in instructions}
+    fused = {c for instructions in computations.values() for _, _, op, rest in instructions if op == "fusion"
+             for c in re.findall(r"calls=%([\w.\-]+)", rest)}
+
+    def describe(opcode: str, shape: str, rest: str) -> tuple[str, int]:
+        if opcode in ("dot", "convolution"):
+            return "dot", _dot_flops(shape, rest, shapes)
+        if opcode == "fusion" or opcode in CONTROL:
+            called = re.findall(r"(?:calls|body|to_apply)=%([\w.\-]+)", rest)
+            inner = [describe(op, s, r) for c in called for _, s, op, r in computations.get(c, [])]
+            opcodes = {op for c in called for _, _, op, _ in computations.get(c, [])}
+            flops = sum(f for _, f in inner)
+            for cls in ("dot", "scatter", "gather"):
+                if any(k == cls for k, _ in inner):
+                    return cls, flops
+            if {"xor", "shift-right-logical"} <= opcodes:
+                return "rng", flops
+            if "reduce" in opcodes:
+                return "reduce", flops
+            if opcodes <= {"copy", "transpose", "parameter", "bitcast", "broadcast", "constant"} and opcodes:
+                return "copy", flops
+            return "elementwise", flops
+        if opcode in ("scatter", "gather"):
+            return opcode, 0
+        if opcode in ("reduce", "reduce-window"):
+            return "reduce", 0
+        if opcode in ("copy", "transpose"):
+            return "copy", 0
+        if opcode in ("xor", "shift-right-logical", "rng-bit-generator"):
+            return "rng", 0
+        return "elementwise", 0
+
+    table = {}
+    for computation, instructions in computations.items():
+        for name, shape, opcode, rest in instructions:
+            cls, flops = describe(opcode, shape, rest)
+            op_name = re.search(r'op_name="([^"]*)"', rest)
+            table[name] = {"class": cls, "flops": flops, "opcode": opcode, "in_step": computation not in fused,
+                           "op_name": op_name.group(1) if op_name else ""}
+    return table
+
+
+def trace_events(trace_dir: str) -> list[tuple[str, int]]:
+    """(event name, duration ns) of every event in the trace's host plane."""
+    from jax._src.lib import _profile_data
+
+    path = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0]
+    data = _profile_data.ProfileData.from_file(path)
+    return [(event.name, event.duration_ns) for plane in data.planes for line in plane.lines for event in line.events]
+
+
+def profile_backbone(model: str, variant: str, data: str, matmul_rate: float) -> dict:
+    import jax
+
+    from experiments.configs import named_config
+    from experiments.run import build_trainer
+    from lipctr.data import get_preset, load_dataset
+    from lipctr.train import to_device
+
+    config = named_config(f"{model}_ml100k")
+    config["seeds"] = [2020]
+    dataset = load_dataset(dataclasses.replace(get_preset("ml100k"), path=data))
+    trainer = build_trainer(config, dataset, variant)
+    train = to_device(dataset.train)
+    state, stopping = trainer.init(train["features"], [2020], [0.0])
+    compiled = trainer.train_epoch.lower(state, stopping, train).compile()
+    hlo = parse_hlo(compiled.as_text())
+    state, stats = compiled(state, stopping, train)
+    jax.block_until_ready(stats)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            start = time.perf_counter()
+            state, stats = compiled(state, stopping, train)
+            jax.block_until_ready(stats)
+            wall = time.perf_counter() - start
+        events = trace_events(trace_dir)
+    per_class = collections.Counter()
+    per_instruction = collections.Counter()
+    for name, ns in events:
+        info = hlo.get(name)
+        if info is None or info["opcode"] in CONTROL or info["class"] == "dot":
+            continue  # framework events, loops (their bodies' thunks count themselves), async dots
+        per_class[info["class"]] += ns
+        per_instruction[name] += ns
+    steps = math.ceil(len(dataset.train) / config["train"]["batch_size"])
+    dot_flops = steps * sum(i["flops"] for i in hlo.values() if i["class"] == "dot" and i["opcode"] not in CONTROL
+                            and i["in_step"])
+    total = sum(per_class.values())
+    return {
+        "model": model, "variant": variant, "wall_s": wall, "other_cpu_s": total / 1e9,
+        "dot_gflop": dot_flops / 1e9, "dot_s": dot_flops / 1e9 / matmul_rate,
+        "share_of_other": {c: per_class[c] / total for c in CLASSES if c != "dot"},
+        "top": [{"instruction": n, "class": hlo[n]["class"], "cpu_ms": ns / 1e6, "op": hlo[n]["op_name"][-90:]}
+                for n, ns in per_instruction.most_common(6)],
+    }
+
+
+def matmul_rate() -> float:
+    """GFLOP/s of a [4096, 512] @ [512, 512] fp32 matmul (20 in a scan, best of 5)."""
+    import jax
+    import jax.numpy as jnp
+
+    a, b = jnp.ones((4096, 512)), jnp.full((512, 512), 1e-3)
+    run = jax.jit(lambda a, b: jax.lax.scan(lambda c, _: (jnp.tanh(c @ b), ()), a, None, length=20)[0])
+    run(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        run(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 20 * 2 * 4096 * 512 * 512 / best / 1e9
+
+
+def print_profile(r: dict) -> None:
+    shares = "  ".join(f"{c} {100 * v:4.1f}%" for c, v in r["share_of_other"].items())
+    print(f"\n{r['model']} ({r['variant']}): epoch {r['wall_s']:.3f} s; dots {r['dot_gflop']:.1f} GFLOP "
+          f"= {r['dot_s']:.3f} s at the matmul rate ({100 * r['dot_s'] / r['wall_s']:.0f}% of the epoch); "
+          f"other ops {r['other_cpu_s']:.3f} CPU-s:")
+    print(f"  {shares}")
+    for t in r["top"]:
+        print(f"  {t['cpu_ms']:8.1f} ms  {t['class']:11s} {t['instruction']:32s} {t['op']}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_epoch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="widedeep,nfm,xdeepfm,autoint,fignn,dcnv2,eulernet")
+    p.add_argument("--variant", default="orig", choices=["orig", "smooth"])
+    p.add_argument("--data", default="datasets/ml-100k", help="ML-100K atomic files")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+    from lipctr import runtime
+
+    runtime.configure_xla()
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    rate = matmul_rate()
+    print(f"matmul rate: {rate:.0f} GFLOP/s (fp32, {os.cpu_count()} cores)")
+    results = []
+    for model in args.models.split(","):
+        results.append(profile_backbone(model.strip(), args.variant, args.data, rate))
+        print_profile(results[-1])
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"matmul_gflops": rate, "backbones": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
