@@ -3,11 +3,13 @@
 JAX lowers the threefry2x32 hash on the CPU as a 5-step `while` loop (to keep compile times
 short). XLA:CPU cannot fuse across the loop, so each step is a separate pass that reads and
 writes the whole uint32 [shape] state, and the loop carries are copied: for one [4096, 512]
-dropout mask that is about 9.7 ms on this repository's 2-core CPU. `bernoulli` below computes
-the same counter-mode hash with its 20 rounds written out, which XLA fuses into one pass over the
-output (about 1.6 ms). It draws exactly the bits `jax.random.bernoulli(key, p, shape)` draws for
-a threefry key with `jax_threefry_partitionable` on (JAX's default); for any other key or mode it
-calls `jax.random.bernoulli` itself. tests/test_random_bits.py checks the equality.
+dropout mask that is about 9.7 ms on this repository's 2-core CPU. On the CPU, `bernoulli` below
+computes the same counter-mode hash with its 20 rounds written out, which XLA fuses into one pass
+(about 1.6 ms), inside a `lax.cond` whose predicate is true at run time but opaque to XLA: the
+mask is then computed once and stored, instead of being fused (and recomputed) into every
+consumer, such as the backward pass or a broadcast over attention heads. On other platforms,
+and for any key that is not a typed threefry key under `jax_threefry_partitionable` (JAX's
+default), it is `jax.random.bernoulli` itself. tests/test_random_bits.py checks the equality.
 """
 
 from __future__ import annotations
@@ -59,13 +61,24 @@ def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return hi ^ lo
 
 
+def _fused_bernoulli(key: jax.Array, p: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    mantissa = bits(key, shape) >> np.uint32(9)  # uniforms as JAX makes them: a float in [1, 2), minus 1
+    uniform = lax.bitcast_convert_type(mantissa | np.uint32(0x3F800000), np.float32) - np.float32(1.0)
+    return jnp.maximum(np.float32(0.0), uniform) < p
+
+
+def _stored_bernoulli(key: jax.Array, p: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    k1, k2 = jax.random.key_data(key)
+    true_at_run_time = (k1 ^ k2) != (k1 ^ k2 ^ np.uint32(1))
+    return lax.cond(true_at_run_time, lambda: _fused_bernoulli(key, p, shape), lambda: jnp.zeros(shape, bool))
+
+
 def bernoulli(key: jax.Array, p: float | jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """`jax.random.bernoulli(key, p, shape)`, bit for bit: bool [shape], True with probability
-    p (a float or a float32 [] array). Uniforms as JAX makes them: the top 23 bits as the
-    mantissa of a float in [1, 2), minus 1."""
+    p (a float or a float32 [] array)."""
     shape = tuple(shape)
     if not _is_fast_path(key, shape) or jnp.result_type(p) != np.float32:
         return jax.random.bernoulli(key, p, shape)
-    mantissa = bits(key, shape) >> np.uint32(9)
-    uniform = lax.bitcast_convert_type(mantissa | np.uint32(0x3F800000), np.float32) - np.float32(1.0)
-    return jnp.maximum(np.float32(0.0), uniform) < jnp.asarray(p, np.float32)
+    p = jnp.asarray(p, np.float32)
+    return lax.platform_dependent(key, p, cpu=lambda k, q: _stored_bernoulli(k, q, shape),
+                                  default=lambda k, q: jax.random.bernoulli(k, q, shape))

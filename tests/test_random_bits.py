@@ -49,3 +49,21 @@ def test_dropout_module_equals_flax_dropout():
     ours = Dropout(0.3).apply({}, x, deterministic=False, rngs=rngs)
     flax_out = nn.Dropout(0.3).apply({}, x, deterministic=False, rngs=rngs)
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(flax_out))
+
+
+def test_on_the_cpu_the_mask_is_computed_once_and_stored():
+    """The CPU path holds the fused hash in a conditional (stored once, not fused into consumers)."""
+    key = jax.random.key(4)
+    hlo = jax.jit(lambda k: random_bits.bernoulli(k, 0.8, (256, 64))).lower(key).compile().as_text()
+    if jax.default_backend() == "cpu":
+        assert " conditional(" in hlo and "while" not in hlo
+
+
+def test_dropout_gradient_equals_flax_dropout_gradient():
+    x = jax.random.normal(jax.random.key(1), (64, 48))
+    rngs = {"dropout": jax.random.key(12)}
+
+    def grad_of(module):
+        return jax.jit(jax.grad(lambda v: jnp.sum(jnp.tanh(module.apply({}, v, deterministic=False, rngs=rngs)) ** 2)))(x)
+
+    np.testing.assert_array_equal(np.asarray(grad_of(Dropout(0.4))), np.asarray(grad_of(nn.Dropout(0.4))))

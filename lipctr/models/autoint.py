@@ -56,7 +56,7 @@ class SelfAttention(nn.Module):
         q, k, v = (t.reshape(batch, fields, self.num_heads, head_dim) for t in jnp.split(qkv, 3, -1))
         scores = (q[:, :, None] * k[:, None]).sum(-1)  # [B, F, 1, H, c] * [B, 1, F, H, c] -> [B, F, F, H]
         scores = jnp.moveaxis(scores, 3, 1) / math.sqrt(head_dim)  # [B, H, F, F]
-        weights = Dropout(self.dropout, fuse_mask=False)(jax.nn.softmax(scores, -1), deterministic)
+        weights = Dropout(self.dropout)(jax.nn.softmax(scores, -1), deterministic)
         out = (jnp.moveaxis(weights, 1, 3)[..., None] * v[:, None]).sum(2)  # [B, F, F, H, c] -> [B, F, H, c]
         return dense(width, "out_proj")(out.reshape(batch, fields, width))
 

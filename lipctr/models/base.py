@@ -107,20 +107,14 @@ class FirstOrderLinear(nn.Module):
 class Dropout(nn.Module):
     """flax's nn.Dropout, also for a rate that is a traced per-member value (a float32 [] array,
     lipctr.member_hparams): the same make_rng("dropout"), bernoulli(keep_prob) mask (drawn by
-    lipctr.random_bits, which makes jax.random.bernoulli's bits in one fused pass) and
+    lipctr.random_bits: jax.random.bernoulli's bits, computed once in one fused pass) and
     select(mask, x / keep_prob, 0), so a Python-float rate gives flax's bits (and a traced rate
     the same bits where float32(1 - rate) = 1 - float32(rate), e.g. 0.1 to 0.5 but 0.29, 0.33; else
     the scale differs by one float32 ulp). A
     Python rate of 0 returns x without drawing a key, as flax does; a traced rate always draws
-    one (at 0 the mask is all ones and x * 1 = x). Rates lie in [0, 1) (a traced 1 divides by 0).
-
-    fuse_mask=False draws the mask with jax.random.bernoulli itself (the same bits): where the
-    output is broadcast downstream (attention weights, EulerNet's einsums), XLA:CPU would fuse
-    random_bits' hash into every consumer and recompute it per broadcast element, while
-    jax.random's rolled loop is materialised once (AutoInt 2.6 s -> 1.25 s per epoch)."""
+    one (at 0 the mask is all ones and x * 1 = x). Rates lie in [0, 1) (a traced 1 divides by 0)."""
 
     rate: float | jax.Array
-    fuse_mask: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -130,8 +124,7 @@ class Dropout(nn.Module):
         if static and self.rate == 1.0:
             return jnp.zeros_like(x)
         keep_prob = 1.0 - self.rate
-        bernoulli = random_bits.bernoulli if self.fuse_mask else jax.random.bernoulli
-        mask = bernoulli(self.make_rng("dropout"), keep_prob, x.shape)
+        mask = random_bits.bernoulli(self.make_rng("dropout"), keep_prob, x.shape)
         # XLA computes x / constant as x * (1 / constant); a traced rate does the same explicitly
         scaled = x / keep_prob if static else x * (1.0 / keep_prob)
         return jax.lax.select(mask, scaled, jnp.zeros_like(x))

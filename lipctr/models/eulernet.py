@@ -50,7 +50,7 @@ class EulerInteractionLayer(nn.Module):
         bias_theta = self.param("bias_theta", small, (dim, self.out_fields))
 
         def drop(rate, x):
-            return Dropout(rate, fuse_mask=False)(x, deterministic)  # x feeds broadcasting einsums
+            return Dropout(rate)(x, deterministic)
 
         log_modulus = drop(self.drop_ex, 0.5 * jnp.log(r**2 + p**2 + 1e-8))
         phase = drop(self.drop_ex, jnp.arctan2(p, r))
