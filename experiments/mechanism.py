@@ -1,7 +1,7 @@
 """The mechanism study (issue 15): where does smooth's gain come from?
 
     python -m experiments.mechanism --config dcnv2_ml100k [--models all|dcnv2,nfm] [--controls a,b]
-                                    [--seeds 2020,2021] [--epochs 50] [--resume DIR]
+                                    [--seeds 2020,2021] [--epochs 50] [--resume DIR [--report-only]]
 
 For each backbone trains orig, smooth and every control (experiments.mechanism_controls) as
 ensembles over the config's seeds, runs the analyses of a run on each (local Lipschitz constant,
@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", help="dataset folder")
     p.add_argument("--runs-dir", default="runs", help="where runs/mechanism_<dataset>/<timestamp>/ is created")
     p.add_argument("--resume", metavar="DIR", help="continue a study directory (finished parts are kept)")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --resume: train nothing; write the report from the finished (backbone, control) pairs")
     p.add_argument("--noise-draws", type=int, default=3, help="noise draws per member for the robustness analysis")
     p.add_argument("--lipschitz-examples", type=int, default=256, help="test examples for the Lipschitz analysis")
     p.add_argument("--no-progress", action="store_true")
@@ -99,6 +101,12 @@ def train_control(config: dict, control: Control, dataset, root: Path, candidate
             "selection": {t[1]: t[0] for t in trained}}
 
 
+def is_finished(config: dict, control: Control, root: Path) -> bool:
+    """Whether every candidate of `control` on `config`'s backbone has been trained to the end."""
+    return all((root / config["model"] / control.name / c.label / control.variant / "final.json").is_file()
+               for c in control.candidates)
+
+
 def analyse(run_dir: Path, variant: str, dataset, config: dict, noise_draws: int, lipschitz_examples: int) -> dict:
     """Per-member analyses of a trained variant -> {name: DataFrame}, cached under run_dir/analysis/."""
     out = run_dir / "analysis"
@@ -127,6 +135,8 @@ def main(argv=None) -> int:
     runtime.configure_xla()
     args = parse_args(argv)
     try:
+        if args.report_only and not args.resume:
+            raise ConfigError("--report-only needs --resume DIR (the study to report)")
         configs = study_configs(args)
         models = [c["model"] for c in configs]
         chosen = choose(args.controls)
@@ -149,6 +159,9 @@ def main(argv=None) -> int:
     for config in configs:
         for control in chosen:
             if not control.applies_to(config["model"]):
+                continue
+            if args.report_only and not is_finished(config, control, root):
+                print(f"not in the report (not trained to the end): {config['model']} x {control.name}", file=sys.stderr)
                 continue
             result = train_control(config, control, dataset, root, candidates, not args.no_progress)
             result["analysis"] = analyse(result["dir"], control.variant, dataset, config, args.noise_draws,

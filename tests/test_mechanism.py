@@ -121,6 +121,7 @@ def test_control_registry_and_selection():
     (["--controls", "nope"], "--controls: unknown control(s) ['nope']"),
     (["--models", "dcnv3"], "--models: unknown backbone(s) ['dcnv3']"),
     (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
+    (["--report-only"], "--report-only needs --resume DIR"),
 ])
 def test_cli_stops_on_bad_options_with_a_message(argv, message, capsys, tmp_path):
     assert mechanism.main([*argv, "--runs-dir", str(tmp_path)]) == 2
@@ -148,3 +149,18 @@ def test_train_control_reports_the_candidate_with_the_best_mean_validation_auc(m
     assert result["selection"] == pytest.approx({"eps0.05": 0.72, "eps0.1": 0.745, "eps0.2": 0.725})
     saved = json.loads((result["dir"] / "config.json").read_text())
     assert saved["controls"]["label_smoothing"] == 0.1 and saved["model"] == "dcnv2"
+
+
+def test_report_only_counts_a_control_finished_when_every_candidate_is(tmp_path):
+    from experiments.configs import named_config
+
+    config, control = named_config("dcnv2_ml100k"), controls()["label_smoothing"]
+    assert not mechanism.is_finished(config, control, tmp_path)
+    for i, candidate in enumerate(control.candidates):
+        out = tmp_path / "dcnv2" / "label_smoothing" / candidate.label / "orig"
+        out.mkdir(parents=True)
+        if i < len(control.candidates) - 1:
+            (out / "final.json").write_text("{}")
+    assert not mechanism.is_finished(config, control, tmp_path)  # the last candidate is unfinished
+    (out / "final.json").write_text("{}")
+    assert mechanism.is_finished(config, control, tmp_path)
