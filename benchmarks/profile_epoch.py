@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import glob
 import json
 import math
@@ -124,20 +123,12 @@ def trace_events(trace_dir: str) -> list[tuple[str, int]]:
 def profile_backbone(model: str, variant: str, data: str, matmul_rate: float) -> dict:
     import jax
 
-    from experiments.configs import named_config
-    from experiments.run import build_trainer
-    from lipctr.data import get_preset, load_dataset
-    from lipctr.train import to_device
+    from benchmarks.epoch_program import ml100k_epoch
 
-    config = named_config(f"{model}_ml100k")
-    config["seeds"] = [2020]
-    dataset = load_dataset(dataclasses.replace(get_preset("ml100k"), path=data))
-    trainer = build_trainer(config, dataset, variant)
-    train = to_device(dataset.train)
-    state, stopping = trainer.init(train["features"], [2020], [0.0])
-    compiled = trainer.train_epoch.lower(state, stopping, train).compile()
+    program = ml100k_epoch(model, variant, [2020], data)
+    compiled, stopping, train = program.compiled, program.stopping, program.train
     hlo = parse_hlo(compiled.as_text())
-    state, stats = compiled(state, stopping, train)
+    state, stats = compiled(program.state, stopping, train)
     jax.block_until_ready(stats)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
@@ -154,7 +145,7 @@ def profile_backbone(model: str, variant: str, data: str, matmul_rate: float) ->
             continue  # framework events, loops (their bodies' thunks count themselves), async dots
         per_class[info["class"]] += ns
         per_instruction[name] += ns
-    steps = math.ceil(len(dataset.train) / config["train"]["batch_size"])
+    steps = math.ceil(program.num_train / program.config["train"]["batch_size"])
     dot_flops = steps * sum(i["flops"] for i in hlo.values() if i["class"] == "dot" and i["opcode"] not in CONTROL
                             and i["in_step"])
     total = sum(per_class.values())

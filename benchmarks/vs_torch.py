@@ -78,28 +78,18 @@ def lipctr_worker(model: str, members: int, variant: str, data: str, warmup: int
     runtime.configure_xla()
     import jax
 
-    from experiments.configs import named_config
-    from experiments.run import build_trainer, config_variant
-    from lipctr.data import get_preset, load_dataset
-    from lipctr.train import to_device
-    import dataclasses
+    sys.path.insert(0, str(REPO))  # the worker runs as a script: benchmarks/ is not an installed package
+    from benchmarks.epoch_program import ml100k_epoch
 
-    config = named_config(f"{model}_ml100k")
-    config["seeds"] = list(SEEDS[:members])
-    dataset = load_dataset(dataclasses.replace(get_preset("ml100k"), path=data))
-    trainer = build_trainer(config, dataset, variant)
-    train = to_device(dataset.train)
-    chosen = config_variant(config, variant).members(config["seeds"])
-    state, stopping = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
-    epoch_fn = trainer.train_epoch.lower(state, stopping, train).compile()
-    box = [state]
+    program = ml100k_epoch(model, variant, SEEDS[:members], data)
+    box = [program.state]
 
     def run_epoch():
-        box[0], stats = epoch_fn(box[0], stopping, train)
+        box[0], stats = program.compiled(box[0], program.stopping, program.train)
         jax.block_until_ready(stats)
 
     times = time_epochs(run_epoch, warmup, epochs)
-    return {"train_rows": len(dataset.train), "times": times, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    return {"train_rows": program.num_train, "times": times, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def recbole_config(model: str, data: str, seed: int) -> dict:
