@@ -16,9 +16,12 @@ instruction it ran, and that instruction is classed by what it computes:
   elementwise  everything else (activations, Adam's update, masks applied, loss)
 
 XLA:CPU runs a dot asynchronously on Eigen's threads, so its trace event covers only the launch;
-dots are therefore timed by their FLOPs (counted from the HLO shapes) at the matmul rate measured
-in the same process (a 4096x512 @ 512x512 fp32 matmul in a scan; this CPU's fp32 peak is about
-333 GFLOP/s on 2 cores): `dot_s`, a lower bound of the epoch's time in dots. The other classes'
+dots are therefore timed two ways: `dot_s`, their FLOPs (counted from the HLO shapes) at the matmul
+rate measured in the same process (a 4096x512 @ 512x512 fp32 matmul in a scan; this CPU's fp32
+peak is about 333 GFLOP/s on 2 cores), a lower bound; and `dot_measured_s`, every distinct dot of
+the step (operand shapes and dimension numbers as in the optimised HLO) compiled alone and timed
+in a loop, times how often the epoch runs it: the epoch's dots at XLA:CPU's own rate for each
+shape (transposed and skinny operands run well below peak). The other classes'
 shares are of the CPU time of their events (one per task and thread, synchronous), and the
 largest of them are listed with the JAX operation they came from (a class "rng" fusion also
 applies the mask it draws). `--json` writes it all.
@@ -41,6 +44,7 @@ _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
 _SHAPE = re.compile(r"[a-z0-9]+\[([0-9,]*)\]")
 CONTROL = {"while", "conditional", "call"}
 CLASSES = ("dot", "rng", "gather", "scatter", "reduce", "copy", "elementwise")
+_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "f64": "float64"}  # HLO's names -> numpy's
 
 
 def _dims(shape: str) -> list[int]:
@@ -101,14 +105,86 @@ def parse_hlo(text: str) -> dict[str, dict]:
             return "rng", 0
         return "elementwise", 0
 
+    def dots_within(opcode: str, shape: str, rest: str) -> list[tuple]:
+        if opcode in ("dot", "convolution"):
+            return [dot_signature(shape, rest, shapes)] if opcode == "dot" else []
+        if opcode == "fusion":
+            return [d for c in re.findall(r"calls=%([\w.\-]+)", rest)
+                    for _, s, op, r in computations.get(c, []) for d in dots_within(op, s, r)]
+        return []
+
     table = {}
     for computation, instructions in computations.items():
         for name, shape, opcode, rest in instructions:
             cls, flops = describe(opcode, shape, rest)
             op_name = re.search(r'op_name="([^"]*)"', rest)
             table[name] = {"class": cls, "flops": flops, "opcode": opcode, "in_step": computation not in fused,
-                           "op_name": op_name.group(1) if op_name else ""}
+                           "op_name": op_name.group(1) if op_name else "", "dots": dots_within(opcode, shape, rest)}
     return table
+
+
+def dot_signature(out_shape: str, rest: str, shapes: dict[str, str]) -> tuple:
+    """(lhs dtype, lhs dims, rhs dtype, rhs dims, (contracting, batch) dimension numbers, output dtype)
+    of an HLO dot, dtypes as HLO names them (f32, bf16)."""
+    lhs, rhs = re.match(r"\s*%([\w.\-]+),\s*%([\w.\-]+)", rest).groups()
+
+    def dims(key: str) -> tuple[int, ...]:
+        found = re.search(key + r"=\{([0-9,]*)\}", rest)
+        return tuple(int(i) for i in found.group(1).split(",") if i) if found else ()
+
+    numbers = ((dims("lhs_contracting_dims"), dims("rhs_contracting_dims")),
+               (dims("lhs_batch_dims"), dims("rhs_batch_dims")))
+    return (shapes[lhs].split("[")[0], tuple(_dims(shapes[lhs])), shapes[rhs].split("[")[0], tuple(_dims(shapes[rhs])),
+            numbers, out_shape.split("[")[0])
+
+
+def signature_flops(signature: tuple) -> int:
+    """2 x output elements x contracted size of a dot signature."""
+    _, lhs, _, rhs, ((lhs_c, rhs_c), (lhs_b, rhs_b)), _ = signature
+    free = [n for i, n in enumerate(lhs) if i not in lhs_c + lhs_b] + [n for i, n in enumerate(rhs) if i not in rhs_c + rhs_b]
+    return 2 * math.prod(lhs[i] for i in lhs_b) * math.prod(free) * math.prod(lhs[i] for i in lhs_c)
+
+
+def describe_dot(signature: tuple) -> str:
+    """E.g. "f32[4096,512] x f32[512,512] contract 1|0"."""
+    lhs_dtype, lhs, rhs_dtype, rhs, ((lhs_c, rhs_c), (lhs_b, rhs_b)), _ = signature
+
+    def axes(a):
+        return ",".join(map(str, a))
+
+    batch = f" batch {axes(lhs_b)}|{axes(rhs_b)}" if lhs_b else ""
+    return f"{lhs_dtype}[{axes(lhs)}] x {rhs_dtype}[{axes(rhs)}] contract {axes(lhs_c)}|{axes(rhs_c)}{batch}"
+
+
+def time_dot(signature: tuple, calls: int = 10) -> float:
+    """Seconds per call of the dot `signature` compiled alone (best of 3 loops of `calls`).
+    The operands pass through an optimization barrier each iteration, so XLA cannot hoist the
+    dot out of the loop, and the result is carried, so no iteration is dead."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    lhs_dtype, lhs_dims, rhs_dtype, rhs_dims, numbers, out_dtype = signature
+    lhs = jax.random.normal(jax.random.key(0), lhs_dims).astype(_DTYPES[lhs_dtype])
+    rhs = jax.random.normal(jax.random.key(1), rhs_dims).astype(_DTYPES[rhs_dtype])
+
+    def dot(a, b):
+        return lax.dot_general(a, b, numbers, preferred_element_type=_DTYPES[out_dtype])
+
+    def body(_, carry):
+        a, b, _ = carry
+        a, b = lax.optimization_barrier((a, b))
+        return a, b, dot(a, b)
+
+    out = jax.eval_shape(dot, lhs, rhs)
+    run = jax.jit(lambda a, b: lax.fori_loop(0, calls, body, (a, b, jnp.zeros(out.shape, out.dtype)))[2])
+    run(lhs, rhs).block_until_ready()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        run(lhs, rhs).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return best / calls
 
 
 def trace_events(trace_dir: str) -> list[tuple[str, int]]:
@@ -149,9 +225,14 @@ def profile_backbone(model: str, variant: str, data: str, matmul_rate: float) ->
     dot_flops = steps * sum(i["flops"] for i in hlo.values() if i["class"] == "dot" and i["opcode"] not in CONTROL
                             and i["in_step"])
     total = sum(per_class.values())
+    per_step = collections.Counter(d for i in hlo.values() if i["in_step"] and i["opcode"] not in CONTROL
+                                   for d in i["dots"])
+    dots = sorted(({"dot": describe_dot(d), "per_step": n, "ms": 1e3 * time_dot(d), "gflop": signature_flops(d) / 1e9}
+                   for d, n in per_step.items()), key=lambda d: -d["per_step"] * d["ms"])
     return {
         "model": model, "variant": variant, "wall_s": wall, "other_cpu_s": total / 1e9,
         "dot_gflop": dot_flops / 1e9, "dot_s": dot_flops / 1e9 / matmul_rate,
+        "dot_measured_s": steps * sum(d["per_step"] * d["ms"] for d in dots) / 1e3, "dots": dots,
         "share_of_other": {c: per_class[c] / total for c in CLASSES if c != "dot"},
         "top": [{"instruction": n, "class": hlo[n]["class"], "cpu_ms": ns / 1e6, "op": hlo[n]["op_name"][-90:]}
                 for n, ns in per_instruction.most_common(6)],
@@ -182,6 +263,11 @@ def print_profile(r: dict) -> None:
     print(f"  {shares}")
     for t in r["top"]:
         print(f"  {t['cpu_ms']:8.1f} ms  {t['class']:11s} {t['instruction']:32s} {t['op']}")
+    print(f"  dots at their own measured rates: {r['dot_measured_s']:.3f} s per epoch "
+          f"({r['dot_gflop'] / r['dot_measured_s']:.0f} GFLOP/s overall, {100 * r['dot_measured_s'] / r['wall_s']:.0f}% "
+          f"of the epoch); the largest:")
+    for d in r["dots"][:5]:
+        print(f"  {d['per_step']:3d} x {d['ms']:7.3f} ms  {d['gflop'] / d['ms'] * 1e3:5.0f} GFLOP/s  {d['dot']}")
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """DCNV2, NFM and xDeepFM building blocks and L2 terms against direct numpy computations."""
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from lipctr.models.dcnv2 import CrossNetwork, MixedCrossNetwork
 from lipctr.models.nfm import bi_interaction
 from lipctr.models.regularization import group_norm
 from lipctr.models.parameter_counts import random_features
-from lipctr.models.xdeepfm import CIN, cin_output_width
+from lipctr.models.base import xavier_normal
+from lipctr.models.xdeepfm import CIN, FeatureMapDense, cin_output_width
 
 RNG = np.random.default_rng(0)
 SCHEMA = Schema(
@@ -162,3 +164,36 @@ def test_bad_hyper_parameters_are_named(name, hparams, message):
     model = build_model(name, SCHEMA, 1, **hparams)
     with pytest.raises(ValueError, match=message):
         jax.eval_shape(model.init, jax.random.key(0), random_features(SCHEMA, 2, RNG))
+
+
+def test_feature_map_dense_equals_flax_dense_bitwise():
+    """CIN's 1x1 convolution: values and gradients (input, kernel, bias) equal nn.Dense's on the
+    same params. On XLA:CPU bit for bit (the bias sum keeps nn.Dense's order), elsewhere to
+    rounding; the kernel gradient against numpy."""
+    z = jnp.asarray(normal(4096, 16, 49), jnp.float32)
+    cotangent = jnp.asarray(normal(4096, 16, 200), jnp.float32)
+    dense = nn.Dense(200, kernel_init=xavier_normal, bias_init=nn.initializers.normal(1.0))
+    params = dense.init(jax.random.key(0), z)
+    ours = FeatureMapDense(200)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), z)) == jax.tree.map(jnp.shape, params)
+
+    def grads(module):  # relu after it, as in CIN, so its cotangent has CIN's structure
+        def run(params, z):
+            out, vjp = jax.vjp(lambda p, z: jax.nn.relu(module.apply(p, z)), params, z)
+            return out, vjp(cotangent)
+        return jax.jit(run)(params, z)
+
+    (value, (g_params, g_z)), (ref_value, (ref_params, ref_z)) = grads(ours), grads(dense)
+    leaves, ref_leaves = jax.tree.leaves((value, g_params, g_z)), jax.tree.leaves((ref_value, ref_params, ref_z))
+    if jax.default_backend() == "cpu":
+        for a, b in zip(leaves, ref_leaves):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    else:
+        for a, b in zip(leaves, ref_leaves):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    p = jax.tree.map(np.asarray, params)["params"]
+    pre = np.asarray(z, np.float64) @ p["kernel"] + p["bias"]
+    masked = np.where(pre > 0, np.asarray(cotangent, np.float64), 0.0)
+    np.testing.assert_allclose(g_params["params"]["kernel"], np.einsum("bdc,bdo->co", np.asarray(z, np.float64), masked),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(g_params["params"]["bias"], masked.sum((0, 1)), rtol=1e-4, atol=1e-4)
