@@ -191,9 +191,11 @@ def test_feature_map_dense_equals_flax_dense_bitwise():
     else:
         for a, b in zip(leaves, ref_leaves):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-    p = jax.tree.map(np.asarray, params)["params"]
-    pre = np.asarray(z, np.float64) @ p["kernel"] + p["bias"]
-    masked = np.where(pre > 0, np.asarray(cotangent, np.float64), 0.0)
-    np.testing.assert_allclose(g_params["params"]["kernel"], np.einsum("bdc,bdo->co", np.asarray(z, np.float64), masked),
-                               rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(g_params["params"]["bias"], masked.sum((0, 1)), rtol=1e-4, atol=1e-4)
+    # The relu mask is the fp32 forward's own (a float64 pre-activation flips it where it is ~0);
+    # each gradient entry sums 65,536 terms, so its rounding is bounded by the sum of |terms|.
+    z64 = np.asarray(z, np.float64)
+    masked = np.where(np.asarray(value) > 0, np.asarray(cotangent, np.float64), 0.0)
+    kernel_error = np.abs(np.asarray(g_params["params"]["kernel"]) - np.einsum("bdc,bdo->co", z64, masked))
+    assert np.all(kernel_error <= 1e-5 * np.einsum("bdc,bdo->co", np.abs(z64), np.abs(masked)))
+    bias_error = np.abs(np.asarray(g_params["params"]["bias"]) - masked.sum((0, 1)))
+    assert np.all(bias_error <= 1e-5 * np.abs(masked).sum((0, 1)))
