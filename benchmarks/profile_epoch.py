@@ -178,13 +178,18 @@ def time_dot(signature: tuple, calls: int = 10) -> float:
 
     out = jax.eval_shape(dot, lhs, rhs)
     run = jax.jit(lambda a, b: lax.fori_loop(0, calls, body, (a, b, jnp.zeros(out.shape, out.dtype)))[2])
-    run(lhs, rhs).block_until_ready()
+    return best_seconds(run, (lhs, rhs), repeats=3) / calls
+
+
+def best_seconds(run, args: tuple, repeats: int) -> float:
+    """Fastest of `repeats` timed calls of the jitted `run(*args)`, after one untimed call."""
+    run(*args).block_until_ready()
     best = float("inf")
-    for _ in range(3):
+    for _ in range(repeats):
         start = time.perf_counter()
-        run(lhs, rhs).block_until_ready()
+        run(*args).block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return best / calls
+    return best
 
 
 def trace_events(trace_dir: str) -> list[tuple[str, int]]:
@@ -246,13 +251,7 @@ def matmul_rate() -> float:
 
     a, b = jnp.ones((4096, 512)), jnp.full((512, 512), 1e-3)
     run = jax.jit(lambda a, b: jax.lax.scan(lambda c, _: (jnp.tanh(c @ b), ()), a, None, length=20)[0])
-    run(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        run(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 20 * 2 * 4096 * 512 * 512 / best / 1e9
+    return 20 * 2 * 4096 * 512 * 512 / best_seconds(run, (a, b), repeats=5) / 1e9
 
 
 def print_profile(r: dict) -> None:
