@@ -95,11 +95,7 @@ def bce_per_example(logits, label, threshold: int = 3, aggregation: Aggregation 
 def rating_ce_per_example(logits, rating):
     """Categorical cross-entropy of the rating head against rating in 1..N, [B]."""
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    # The true rating's log-probability picked by a one-hot select and a sum (its other terms are
-    # 0, so the values and gradients are the same bits as a gather's), not take_along_axis: XLA:CPU
-    # runs a gather and, for its gradient, a scatter-add of [B] scalars as per-element loops.
-    picked = jnp.arange(1, logits.shape[-1] + 1) == rating[..., None]  # [B, N]
-    return -jnp.where(picked, log_probs, 0.0).sum(axis=-1)
+    return -jnp.take_along_axis(log_probs, (rating - 1)[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
 def multihead_loss(logits, rating, label, config: LossConfig, penalty=0.0, weights=None):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lipctr.losses import LossConfig, click_probability, multihead_loss, rating_ce_per_example
+from lipctr.losses import LossConfig, click_probability, multihead_loss
 
 N, THRESHOLD = 5, 3
 
@@ -152,30 +152,3 @@ def test_unknown_aggregation_is_rejected():
     z, rating, label = random_batch(11)
     with pytest.raises(ValueError, match="aggregation"):
         loss(z, rating, label, aggregation="mean")
-
-
-def test_rating_ce_equals_the_gathered_log_probability_bitwise():
-    """The one-hot select-and-sum gives a gather's (take_along_axis) values and gradients bit
-    for bit, so replacing the gather changed no trained parameter; and it is -log softmax at the
-    rating against numpy."""
-    rng = np.random.default_rng(3)
-    logits = jnp.asarray(rng.normal(0, 4, (4096, N)), jnp.float32)
-    rating = jnp.asarray(rng.integers(1, N + 1, 4096), jnp.int32)
-    cotangent = jnp.asarray(rng.normal(size=4096), jnp.float32)
-
-    def gathered(z, rating):
-        log_probs = jax.nn.log_softmax(z, axis=-1)
-        return -jnp.take_along_axis(log_probs, (rating - 1)[:, None], axis=-1)[:, 0]
-
-    def value_and_grad(f):  # arguments, not closed-over constants: XLA would fold those at compile time
-        def run(z, rating, cotangent):
-            value, vjp = jax.vjp(lambda z: f(z, rating), z)
-            return value, vjp(cotangent)[0]
-        return jax.jit(run)(logits, rating, cotangent)
-
-    value, grad = value_and_grad(rating_ce_per_example)
-    ref_value, ref_grad = value_and_grad(gathered)
-    np.testing.assert_array_equal(np.asarray(value), np.asarray(ref_value))
-    np.testing.assert_array_equal(np.asarray(grad), np.asarray(ref_grad))
-    expected = -np_log_softmax(logits)[np.arange(4096), np.asarray(rating) - 1]
-    np.testing.assert_allclose(np.asarray(value), expected, rtol=1e-5, atol=1e-5)
