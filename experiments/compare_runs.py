@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         p.error("--metrics: expected at least one metric name, e.g. auc,logloss")
     try:
         differences, table = compare_runs(Path(args.baseline), Path(args.other), metrics)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # a missing or unreadable run file, runs that do not pair
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("config differences (baseline -> other):")

@@ -77,6 +77,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     cases = [([str(a), str(b)], "no output in common"), ([str(a), str(c)], "orig: no member name in common"),
              ([str(a), str(a), "--metrics", "ndcg@10"], "metric 'ndcg@10' is not in both"),
              ([str(a), str(tmp_path / "missing")], "config.json"),
+             ([str(a), str(a / "config.json")], "config.json"),  # a file, not a run directory
              ([str(a), str(a), "--csv", str(tmp_path / "no" / "t.csv")], "does not exist")]
     for argv, message in cases:
         assert cr.main(argv) == 2
