@@ -22,24 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.configs.grid import flatten
 from experiments.report_tables import markdown_table, read_run
 from experiments.statistics import paired_difference
 
 
-def flat_config(config: dict, prefix: str = "") -> dict:
-    """{"train.learning_rate": 0.005, ...}: nested tables flattened to dotted keys."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_differences(baseline: dict, other: dict) -> list[str]:
     """`key: baseline value -> other value` for every key whose value differs (or exists in one only)."""
-    a, b = flat_config(baseline), flat_config(other)
+    a, b = flatten(baseline, "config", "baseline"), flatten(other, "config", "other")  # dotted keys
     missing = "(absent)"
     return [f"{key}: {a.get(key, missing)} -> {b.get(key, missing)}"
             for key in sorted(set(a) | set(b)) if a.get(key, missing) != b.get(key, missing)]
