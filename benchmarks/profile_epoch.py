@@ -1,17 +1,21 @@
 """Where a training epoch's CPU time goes, per backbone: a profiler trace of one compiled epoch,
 attributed to the optimised HLO's instructions.
 
-    python -m benchmarks.profile_epoch [--models nfm,dcnv2] [--variant orig] [--data datasets/ml-100k]
+    python -m benchmarks.profile_epoch [--models nfm,dcnv2] [--variant orig] [--seeds 1] [--dot-forms]
+                                       [--data datasets/ml-100k]
 
-For each backbone (the `<model>_ml100k` config, one seed, real ML-100K): the epoch program that
-training runs (Trainer.train_epoch, compiled ahead), one untimed epoch, then one epoch under
-`jax.profiler.trace` with XLA:CPU's per-thunk trace events on. Every event is matched to the HLO
+For each backbone (the `<model>_ml100k` config, `--seeds` members, real ML-100K): the epoch program
+that training runs (Trainer.train_epoch, compiled ahead), one untimed epoch, one timed untraced
+epoch (its wall time, and the process's CPU time over it as "cores busy": 2.0 means both cores
+of this machine worked the whole epoch, so a vmapped ensemble has no idle core to use), then one
+epoch under `jax.profiler.trace` with XLA:CPU's per-thunk trace events on. Every event is matched to the HLO
 instruction it ran, and that instruction is classed by what it computes:
 
   dot          dot / convolution (or a fusion holding one); FLOPs counted from the HLO shapes
   rng          a fusion or loop holding the threefry hash (uint32 xor / shift): dropout masks, permutation
   gather       embedding lookups          scatter   embedding-table gradients
-  reduce       reductions (batch-norm statistics, attention sums, gradient sums over the batch)
+  reduce       reductions (batch-norm statistics, attention sums, gradient sums over the batch;
+               XLA:CPU sums a long axis as a tree of reduce-windows, 32 rows at a time)
   copy         copies and transposes (layout changes)
   elementwise  everything else (activations, Adam's update, masks applied, loss)
 
@@ -21,7 +25,9 @@ rate measured in the same process (a 4096x512 @ 512x512 fp32 matmul in a scan; t
 peak is about 333 GFLOP/s on 2 cores), a lower bound; and `dot_measured_s`, every distinct dot of
 the step (operand shapes and dimension numbers as in the optimised HLO) compiled alone and timed
 in a loop, times how often the epoch runs it: the epoch's dots at XLA:CPU's own rate for each
-shape (transposed and skinny operands run well below peak). The other classes'
+shape (transposed and skinny operands run well below peak). `--dot-forms` also times the five
+largest in their other forms (operands swapped, one operand transposed first) and says whether
+each gives the same bits: a faster form that does is a free speed-up. The other classes'
 shares are of the CPU time of their events (one per task and thread, synchronous), and the
 largest of them are listed with the JAX operation they came from (a class "rng" fusion also
 applies the mask it draws). `--json` writes it all.
@@ -90,7 +96,7 @@ def parse_hlo(text: str) -> dict[str, dict]:
                     return cls, flops
             if {"xor", "shift-right-logical"} <= opcodes:
                 return "rng", flops
-            if "reduce" in opcodes:
+            if opcodes & {"reduce", "reduce-window"}:  # XLA:CPU sums long axes as a tree of reduce-windows
                 return "reduce", flops
             if opcodes <= {"copy", "transpose", "parameter", "bitcast", "broadcast", "constant"} and opcodes:
                 return "copy", flops
@@ -156,20 +162,40 @@ def describe_dot(signature: tuple) -> str:
     return f"{lhs_dtype}[{axes(lhs)}] x {rhs_dtype}[{axes(rhs)}] contract {axes(lhs_c)}|{axes(rhs_c)}{batch}"
 
 
-def time_dot(signature: tuple, calls: int = 10) -> float:
-    """Seconds per call of the dot `signature` compiled alone (best of 3 loops of `calls`).
-    The operands pass through an optimization barrier each iteration, so XLA cannot hoist the
-    dot out of the loop, and the result is carried, so no iteration is dead."""
+def dot_forms(signature: tuple) -> dict:
+    """Ways to compute the dot `signature` that give its output [same shape]: "as compiled", and for
+    a dot without batch dimensions "operands swapped" (the transposed product, transposed back),
+    "lhs transposed first" and "rhs transposed first" (a materialised transposed copy of that
+    operand, contracted on its other axis). All read the same operands; which is fastest, and
+    whether they agree bit for bit, is what `compare_dot_forms` measures."""
+    from jax import lax
+
+    lhs_dtype, lhs_dims, rhs_dtype, rhs_dims, numbers, out_dtype = signature
+    (lhs_c, rhs_c), (lhs_b, rhs_b) = numbers
+    out = _DTYPES[out_dtype]
+
+    def dot(a, b, dims=numbers):
+        return lax.dot_general(a, b, dims, preferred_element_type=out)
+
+    forms = {"as compiled": dot}
+    if lhs_b or len(lhs_dims) != 2 or len(rhs_dims) != 2:
+        return forms
+    forms["operands swapped"] = lambda a, b: dot(b, a, ((rhs_c, lhs_c), ((), ()))).T
+    forms["lhs transposed first"] = lambda a, b: dot(lax.optimization_barrier(a.T), b, (((1 - lhs_c[0],), rhs_c), ((), ())))
+    forms["rhs transposed first"] = lambda a, b: dot(a, lax.optimization_barrier(b.T), ((lhs_c, (1 - rhs_c[0],)), ((), ())))
+    return forms
+
+
+def time_dot(signature: tuple, calls: int = 10, form: str = "as compiled") -> float:
+    """Seconds per call of the dot `signature` compiled alone, computed as `form` (see `dot_forms`;
+    best of 3 loops of `calls`). The operands pass through an optimization barrier each iteration,
+    so XLA cannot hoist the dot out of the loop, and the result is carried, so no iteration is dead."""
     import jax
     import jax.numpy as jnp
     from jax import lax
 
-    lhs_dtype, lhs_dims, rhs_dtype, rhs_dims, numbers, out_dtype = signature
-    lhs = jax.random.normal(jax.random.key(0), lhs_dims).astype(_DTYPES[lhs_dtype])
-    rhs = jax.random.normal(jax.random.key(1), rhs_dims).astype(_DTYPES[rhs_dtype])
-
-    def dot(a, b):
-        return lax.dot_general(a, b, numbers, preferred_element_type=_DTYPES[out_dtype])
+    dot = dot_forms(signature)[form]
+    lhs, rhs = dot_operands(signature)
 
     def body(_, carry):
         a, b, _ = carry
@@ -179,6 +205,32 @@ def time_dot(signature: tuple, calls: int = 10) -> float:
     out = jax.eval_shape(dot, lhs, rhs)
     run = jax.jit(lambda a, b: lax.fori_loop(0, calls, body, (a, b, jnp.zeros(out.shape, out.dtype)))[2])
     return best_seconds(run, (lhs, rhs), repeats=3) / calls
+
+
+def dot_operands(signature: tuple):
+    """Standard-normal operands of the dot `signature` (fixed keys)."""
+    import jax
+
+    lhs_dtype, lhs_dims, rhs_dtype, rhs_dims, _, _ = signature
+    return (jax.random.normal(jax.random.key(0), lhs_dims).astype(_DTYPES[lhs_dtype]),
+            jax.random.normal(jax.random.key(1), rhs_dims).astype(_DTYPES[rhs_dtype]))
+
+
+def compare_dot_forms(signature: tuple, calls: int = 10) -> dict:
+    """{form: {"ms": per call, "bit_equal": output bitwise equal to "as compiled"'s}} for every
+    form of `dot_forms(signature)`, on the same operands."""
+    import jax
+    import numpy as np
+
+    lhs, rhs = dot_operands(signature)
+    forms = dot_forms(signature)
+    reference = np.asarray(jax.jit(forms["as compiled"])(lhs, rhs))
+    result = {}
+    for name, dot in forms.items():
+        value = np.asarray(jax.jit(dot)(lhs, rhs))
+        result[name] = {"ms": 1e3 * time_dot(signature, calls, name),
+                        "bit_equal": value.shape == reference.shape and value.tobytes() == reference.tobytes()}
+    return result
 
 
 def best_seconds(run, args: tuple, repeats: int) -> float:
@@ -201,16 +253,21 @@ def trace_events(trace_dir: str) -> list[tuple[str, int]]:
     return [(event.name, event.duration_ns) for plane in data.planes for line in plane.lines for event in line.events]
 
 
-def profile_backbone(model: str, variant: str, data: str, matmul_rate: float) -> dict:
+def profile_backbone(model: str, variant: str, data: str, matmul_rate: float, seeds: int = 1,
+                     dot_forms: bool = False) -> dict:
     import jax
 
     from benchmarks.epoch_program import ml100k_epoch
 
-    program = ml100k_epoch(model, variant, [2020], data)
+    program = ml100k_epoch(model, variant, [2020 + i for i in range(seeds)], data)
     compiled, stopping, train = program.compiled, program.stopping, program.train
     hlo = parse_hlo(compiled.as_text())
     state, stats = compiled(program.state, stopping, train)
     jax.block_until_ready(stats)
+    start, cpu = time.perf_counter(), time.process_time()  # an untraced epoch: its wall and CPU time
+    state, stats = compiled(state, stopping, train)
+    jax.block_until_ready(stats)
+    untraced, cpu = time.perf_counter() - start, time.process_time() - cpu
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             start = time.perf_counter()
@@ -232,10 +289,16 @@ def profile_backbone(model: str, variant: str, data: str, matmul_rate: float) ->
     total = sum(per_class.values())
     per_step = collections.Counter(d for i in hlo.values() if i["in_step"] and i["opcode"] not in CONTROL
                                    for d in i["dots"])
-    dots = sorted(({"dot": describe_dot(d), "per_step": n, "ms": 1e3 * time_dot(d), "gflop": signature_flops(d) / 1e9}
-                   for d, n in per_step.items()), key=lambda d: -d["per_step"] * d["ms"])
+    dots = sorted(({"signature": d, "dot": describe_dot(d), "per_step": n, "ms": 1e3 * time_dot(d),
+                    "gflop": signature_flops(d) / 1e9} for d, n in per_step.items()),
+                  key=lambda d: -d["per_step"] * d["ms"])
+    for d in dots[:5] if dot_forms else []:
+        d["forms"] = compare_dot_forms(d["signature"])
+    for d in dots:
+        del d["signature"]
     return {
-        "model": model, "variant": variant, "wall_s": wall, "other_cpu_s": total / 1e9,
+        "model": model, "variant": variant, "members": seeds, "wall_s": wall, "untraced_wall_s": untraced,
+        "cores_busy": cpu / untraced, "other_cpu_s": total / 1e9,
         "dot_gflop": dot_flops / 1e9, "dot_s": dot_flops / 1e9 / matmul_rate,
         "dot_measured_s": steps * sum(d["per_step"] * d["ms"] for d in dots) / 1e3, "dots": dots,
         "share_of_other": {c: per_class[c] / total for c in CLASSES if c != "dot"},
@@ -256,17 +319,22 @@ def matmul_rate() -> float:
 
 def print_profile(r: dict) -> None:
     shares = "  ".join(f"{c} {100 * v:4.1f}%" for c, v in r["share_of_other"].items())
-    print(f"\n{r['model']} ({r['variant']}): epoch {r['wall_s']:.3f} s; dots {r['dot_gflop']:.1f} GFLOP "
-          f"= {r['dot_s']:.3f} s at the matmul rate ({100 * r['dot_s'] / r['wall_s']:.0f}% of the epoch); "
-          f"other ops {r['other_cpu_s']:.3f} CPU-s:")
+    print(f"\n{r['model']} ({r['variant']}, {r['members']} member{'s' if r['members'] > 1 else ''}): epoch "
+          f"{r['untraced_wall_s']:.3f} s untraced ({r['untraced_wall_s'] / r['members']:.3f} s per member), "
+          f"{r['cores_busy']:.2f} cores busy; traced {r['wall_s']:.3f} s")
+    print(f"  dots {r['dot_gflop']:.1f} GFLOP = {r['dot_s']:.3f} s at the matmul rate "
+          f"({100 * r['dot_s'] / r['wall_s']:.0f}% of the traced epoch); other ops {r['other_cpu_s']:.3f} CPU-s:")
     print(f"  {shares}")
     for t in r["top"]:
         print(f"  {t['cpu_ms']:8.1f} ms  {t['class']:11s} {t['instruction']:32s} {t['op']}")
     print(f"  dots at their own measured rates: {r['dot_measured_s']:.3f} s per epoch "
           f"({r['dot_gflop'] / r['dot_measured_s']:.0f} GFLOP/s overall, {100 * r['dot_measured_s'] / r['wall_s']:.0f}% "
-          f"of the epoch); the largest:")
+          f"of the traced epoch); the largest:")
     for d in r["dots"][:5]:
         print(f"  {d['per_step']:3d} x {d['ms']:7.3f} ms  {d['gflop'] / d['ms'] * 1e3:5.0f} GFLOP/s  {d['dot']}")
+        for name, form in d.get("forms", {}).items():
+            if name != "as compiled":
+                print(f"          {name:22s} {form['ms']:7.3f} ms  {'bit-equal' if form['bit_equal'] else 'DIFFERENT bits'}")
 
 
 def main(argv=None) -> int:
@@ -275,8 +343,14 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="widedeep,nfm,xdeepfm,autoint,fignn,dcnv2,eulernet")
     p.add_argument("--variant", default="orig", choices=["orig", "smooth"])
     p.add_argument("--data", default="datasets/ml-100k", help="ML-100K atomic files")
+    p.add_argument("--seeds", type=int, default=1, help="members trained at once (vmapped), default 1")
+    p.add_argument("--dot-forms", action="store_true",
+                   help="also time the five largest dots in their other bit-for-bit forms (operands swapped, "
+                        "an operand transposed first)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
     from lipctr import runtime
 
@@ -286,7 +360,7 @@ def main(argv=None) -> int:
     print(f"matmul rate: {rate:.0f} GFLOP/s (fp32, {os.cpu_count()} cores)")
     results = []
     for model in args.models.split(","):
-        results.append(profile_backbone(model.strip(), args.variant, args.data, rate))
+        results.append(profile_backbone(model.strip(), args.variant, args.data, rate, args.seeds, args.dot_forms))
         print_profile(results[-1])
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     if args.json:

@@ -39,3 +39,33 @@ def test_dot_signatures_rebuild_the_programs_dots():
         assert 2 * out.size * (signature_flops(d) // (2 * out.size)) == signature_flops(d)
         assert describe_dot(d).startswith(f"{lhs_dtype}[{','.join(map(str, lhs))}] x {rhs_dtype}[")
         assert 0.0 < time_dot(d, calls=2) < 1.0
+
+
+def test_dot_forms_compute_the_same_product():
+    """Every form of a dot (as compiled, operands swapped, an operand transposed first) gives the
+    product numpy computes, for each contraction layout; compare_dot_forms times them all."""
+    import numpy as np
+
+    from benchmarks.profile_epoch import compare_dot_forms, dot_forms, dot_operands
+
+    for lhs, rhs, contract in (((24, 16), (16, 8), ((1,), (0,))), ((24, 16), (24, 8), ((0,), (0,))),
+                               ((24, 16), (8, 16), ((1,), (1,))), ((16, 24), (8, 16), ((0,), (1,)))):
+        signature = ("f32", lhs, "f32", rhs, (contract, ((), ())), "f32")
+        a, b = dot_operands(signature)
+        a64 = np.asarray(a, np.float64) if contract[0] == (1,) else np.asarray(a, np.float64).T
+        b64 = np.asarray(b, np.float64) if contract[1] == (0,) else np.asarray(b, np.float64).T
+        forms = dot_forms(signature)
+        assert set(forms) == {"as compiled", "operands swapped", "lhs transposed first", "rhs transposed first"}
+        for name, dot in forms.items():
+            np.testing.assert_allclose(np.asarray(jax.jit(dot)(a, b)), a64 @ b64, rtol=1e-5, atol=1e-5, err_msg=name)
+    compared = compare_dot_forms(signature, calls=2)
+    assert compared["as compiled"]["bit_equal"] and all(0.0 < f["ms"] < 1e3 for f in compared.values())
+    batched = ("f32", (4, 6, 3), "f32", (4, 6, 5), (((1,), (1,)), ((0,), (0,))), "f32")
+    assert list(dot_forms(batched)) == ["as compiled"]  # batched dots keep their one form
+
+
+def test_tree_reductions_are_classed_as_reductions():
+    """XLA:CPU rewrites a long sum into reduce-window fusions; they count as "reduce"."""
+    table = parse_hlo(jax.jit(lambda x: x.sum(0)).lower(jnp.ones((4096, 64))).compile().as_text())
+    classes = {i["class"] for i in table.values() if i["in_step"] and i["opcode"] == "fusion"}
+    assert classes == {"reduce"}
