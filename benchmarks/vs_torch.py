@@ -229,6 +229,7 @@ def main(argv=None) -> int:
         if not (Path(args.data) / name).is_file():
             print(f"error: --data {args.data}: {name} not found (RecBole atomic files of ML-100K)", file=sys.stderr)
             return 2
+    args.data = str(Path(args.data).resolve())  # the workers run in temporary folders
     print(f"vs_torch: {os.cpu_count()} cores; {args.repeats} repeat(s) x {args.epochs} timed epochs after "
           f"{args.warmup} warm-up; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; torch python {args.torch_python}")
     print(f"{'backbone':<9} {'torch 1s':>8} {'lip 1s':>8} {'lip 5s/m':>8} {'lip/torch':>9} {'5s/torch':>9} "

@@ -1,0 +1,36 @@
+"""benchmarks.vs_torch's argument handling (the timed workers themselves need torch + RecBole)."""
+
+import os
+
+import pytest
+
+from benchmarks import vs_torch
+
+
+def _atomic_files(folder):
+    folder.mkdir()
+    for name in ("ml-100k.inter", "ml-100k.user", "ml-100k.item"):
+        (folder / name).write_text("")
+
+
+def test_relative_data_folder_reaches_the_workers_absolute(tmp_path, monkeypatch):
+    """The workers run in temporary folders, so a relative --data must reach them resolved."""
+    _atomic_files(tmp_path / "ml-100k")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(vs_torch, "measure_backbone", lambda model, args: seen.append(args.data) or {})
+    monkeypatch.setattr(vs_torch, "print_row", lambda row: None)
+    assert vs_torch.main(["--models", "widedeep", "--data", "ml-100k"]) == 0
+    assert seen == [str(tmp_path / "ml-100k")] and os.path.isabs(seen[0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "widedeep,lstm"], "unknown backbone"),
+    (["--epochs", "0"], "must be >= 1"),
+    (["--data", "no-such-folder"], "ml-100k.inter not found"),
+])
+def test_bad_arguments_get_one_line_errors(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert vs_torch.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
