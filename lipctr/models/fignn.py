@@ -56,6 +56,17 @@ class GRUCell(nn.Module):
         return (1.0 - z) * n + z * h
 
 
+def aggregate_messages(graph: jax.Array, messages: jax.Array) -> jax.Array:
+    """sum_j g_ij m_j: graph [B, F, F], messages [B, F, E] -> [B, F, E].
+
+    A broadcast product summed over j, not a batched dot: XLA:CPU runs the [F, F] x [F, E] dot
+    as one tiny matmul per example (1 GFLOP/s, 2.3 ms per call at B = 4096, three calls a step
+    with the gradients: a quarter of FiGNN's epoch). Under the CLIs' XLA:CPU flags
+    (lipctr.runtime) the product-and-sum gives the dot's bits, forward and gradients, in 0.11 ms
+    forward and 0.43 ms with both gradients."""
+    return (graph[..., None] * messages[:, None]).sum(2)  # [B, F, F, 1] * [B, 1, F, E] -> sum over j
+
+
 class GraphLayer(nn.Module):
     """One message-passing step: a_i = W_in[i] (sum_j g_ij W_out[j] h_j) + b.
 
@@ -70,7 +81,7 @@ class GraphLayer(nn.Module):
         w_in = self.param("W_in", init, (fields, width, width))
         w_out = self.param("W_out", init, (fields, width, width))
         h_out = jnp.einsum("bfi,fio->bfo", h, w_out)
-        aggregated = jnp.einsum("bij,bjo->bio", graph, h_out)
+        aggregated = aggregate_messages(graph, h_out)
         return jnp.einsum("bfi,fio->bfo", aggregated, w_in) + self.param("bias_p", zeros, (width,))
 
 
