@@ -254,7 +254,7 @@ def trace_events(trace_dir: str) -> list[tuple[str, int]]:
 
 
 def profile_backbone(model: str, variant: str, data: str, matmul_rate: float, seeds: int = 1,
-                     dot_forms: bool = False) -> dict:
+                     compare_forms: bool = False) -> dict:
     import jax
 
     from benchmarks.epoch_program import ml100k_epoch
@@ -289,13 +289,10 @@ def profile_backbone(model: str, variant: str, data: str, matmul_rate: float, se
     total = sum(per_class.values())
     per_step = collections.Counter(d for i in hlo.values() if i["in_step"] and i["opcode"] not in CONTROL
                                    for d in i["dots"])
-    dots = sorted(({"signature": d, "dot": describe_dot(d), "per_step": n, "ms": 1e3 * time_dot(d),
-                    "gflop": signature_flops(d) / 1e9} for d, n in per_step.items()),
-                  key=lambda d: -d["per_step"] * d["ms"])
-    for d in dots[:5] if dot_forms else []:
-        d["forms"] = compare_dot_forms(d["signature"])
-    for d in dots:
-        del d["signature"]
+    timed = sorted(((d, n, 1e3 * time_dot(d)) for d, n in per_step.items()), key=lambda t: -t[1] * t[2])
+    dots = [{"dot": describe_dot(d), "per_step": n, "ms": ms, "gflop": signature_flops(d) / 1e9,
+             **({"forms": compare_dot_forms(d)} if compare_forms and rank < 5 else {})}
+            for rank, (d, n, ms) in enumerate(timed)]
     return {
         "model": model, "variant": variant, "members": seeds, "wall_s": wall, "untraced_wall_s": untraced,
         "cores_busy": cpu / untraced, "other_cpu_s": total / 1e9,
