@@ -69,3 +69,14 @@ def test_tree_reductions_are_classed_as_reductions():
     table = parse_hlo(jax.jit(lambda x: x.sum(0)).lower(jnp.ones((4096, 64))).compile().as_text())
     classes = {i["class"] for i in table.values() if i["in_step"] and i["opcode"] == "fusion"}
     assert classes == {"reduce"}
+
+
+def test_seeds_below_one_is_a_one_line_usage_error(capsys):
+    import pytest
+
+    from benchmarks.profile_epoch import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--seeds", "0"])
+    assert exit_info.value.code == 2
+    assert "--seeds must be at least 1, got 0" in capsys.readouterr().err
