@@ -178,7 +178,7 @@ def dot_forms(signature: tuple) -> dict:
         return lax.dot_general(a, b, dims, preferred_element_type=out)
 
     forms = {"as compiled": dot}
-    if lhs_b or len(lhs_dims) != 2 or len(rhs_dims) != 2:
+    if lhs_b or len(lhs_dims) != 2 or len(rhs_dims) != 2 or len(lhs_c) != 1:
         return forms
     forms["operands swapped"] = lambda a, b: dot(b, a, ((rhs_c, lhs_c), ((), ()))).T
     forms["lhs transposed first"] = lambda a, b: dot(lax.optimization_barrier(a.T), b, (((1 - lhs_c[0],), rhs_c), ((), ())))
@@ -223,14 +223,11 @@ def compare_dot_forms(signature: tuple, calls: int = 10) -> dict:
     import numpy as np
 
     lhs, rhs = dot_operands(signature)
-    forms = dot_forms(signature)
-    reference = np.asarray(jax.jit(forms["as compiled"])(lhs, rhs))
-    result = {}
-    for name, dot in forms.items():
-        value = np.asarray(jax.jit(dot)(lhs, rhs))
-        result[name] = {"ms": 1e3 * time_dot(signature, calls, name),
-                        "bit_equal": value.shape == reference.shape and value.tobytes() == reference.tobytes()}
-    return result
+    values = {name: np.asarray(jax.jit(dot)(lhs, rhs)) for name, dot in dot_forms(signature).items()}
+    reference = values["as compiled"]
+    return {name: {"ms": 1e3 * time_dot(signature, calls, name),
+                   "bit_equal": value.shape == reference.shape and value.tobytes() == reference.tobytes()}
+            for name, value in values.items()}
 
 
 def best_seconds(run, args: tuple, repeats: int) -> float:
@@ -262,18 +259,19 @@ def profile_backbone(model: str, variant: str, data: str, matmul_rate: float, se
     program = ml100k_epoch(model, variant, [2020 + i for i in range(seeds)], data)
     compiled, stopping, train = program.compiled, program.stopping, program.train
     hlo = parse_hlo(compiled.as_text())
-    state, stats = compiled(program.state, stopping, train)
-    jax.block_until_ready(stats)
-    start, cpu = time.perf_counter(), time.process_time()  # an untraced epoch: its wall and CPU time
-    state, stats = compiled(state, stopping, train)
-    jax.block_until_ready(stats)
-    untraced, cpu = time.perf_counter() - start, time.process_time() - cpu
+
+    def epoch(state):
+        """(state after one epoch, its wall seconds, the process's CPU seconds over it)."""
+        start, cpu = time.perf_counter(), time.process_time()
+        state, stats = compiled(state, stopping, train)
+        jax.block_until_ready(stats)
+        return state, time.perf_counter() - start, time.process_time() - cpu
+
+    state, _, _ = epoch(program.state)  # untimed
+    state, untraced, cpu = epoch(state)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
-            start = time.perf_counter()
-            state, stats = compiled(state, stopping, train)
-            jax.block_until_ready(stats)
-            wall = time.perf_counter() - start
+            state, wall, _ = epoch(state)
         events = trace_events(trace_dir)
     per_class = collections.Counter()
     per_instruction = collections.Counter()
