@@ -35,6 +35,11 @@ def config_differences(baseline: dict, other: dict) -> list[str]:
             for key in sorted(set(a) | set(b)) if a.get(key, missing) != b.get(key, missing)]
 
 
+def _seed_std(values: np.ndarray) -> float:
+    """Standard deviation over members (ddof 1); nan for a single member."""
+    return float(values.std(ddof=1)) if values.size > 1 else float("nan")
+
+
 def paired_members(baseline: dict, other: dict) -> tuple[list[dict], list[dict]]:
     """The members of two final.json that share a name, in the baseline's order."""
     by_name = {m["member"]: m for m in other["members"]}
@@ -64,11 +69,11 @@ def compare_runs(baseline_dir: Path, other_dir: Path, metrics: list[str]) -> tup
             a = np.array([m[metric] for m in a_members], np.float64)
             b = np.array([m[metric] for m in b_members], np.float64)
             d = paired_difference(a, b)
-            seed_std = float(a.std(ddof=1)) if a.size > 1 else float("nan")
+            seed_std = _seed_std(a)
             rows.append({
                 "output": output, "metric": metric, "members": int(a.size),
                 "baseline_mean": float(a.mean()), "baseline_std": seed_std,
-                "other_mean": float(b.mean()), "other_std": float(b.std(ddof=1)) if b.size > 1 else float("nan"),
+                "other_mean": float(b.mean()), "other_std": _seed_std(b),
                 "delta_mean": d["mean"], "ci_low": d["low"], "ci_high": d["high"], "p_value": d["p"],
                 "max_abs_delta": float(np.abs(b - a).max()),
                 "within_seed_std": bool(abs(d["mean"]) <= seed_std),
@@ -88,6 +93,9 @@ def main(argv=None) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if not metrics:
         p.error("--metrics: expected at least one metric name, e.g. auc,logloss")
+    if args.csv and not Path(args.csv).parent.is_dir():
+        print(f"error: --csv {args.csv}: folder {Path(args.csv).parent} does not exist", file=sys.stderr)
+        return 2
     try:
         differences, table = compare_runs(Path(args.baseline), Path(args.other), metrics)
     except (OSError, ValueError) as error:  # a missing or unreadable run file, runs that do not pair
@@ -97,9 +105,6 @@ def main(argv=None) -> int:
     print("\n".join(f"  {line}" for line in differences) if differences else "  none")
     print(markdown_table(table))
     if args.csv:
-        if not Path(args.csv).parent.is_dir():
-            print(f"error: --csv {args.csv}: folder {Path(args.csv).parent} does not exist", file=sys.stderr)
-            return 2
         table.to_csv(args.csv, index=False)
     return 0
 
