@@ -62,6 +62,8 @@ def test_dot_forms_compute_the_same_product():
     assert compared["as compiled"]["bit_equal"] and all(0.0 < f["ms"] < 1e3 for f in compared.values())
     batched = ("f32", (4, 6, 3), "f32", (4, 6, 5), (((1,), (1,)), ((0,), (0,))), "f32")
     assert list(dot_forms(batched)) == ["as compiled"]  # batched dots keep their one form
+    full = ("f32", (6, 3), "f32", (6, 3), (((0, 1), (0, 1)), ((), ())), "f32")  # contracts both axes
+    assert list(dot_forms(full)) == ["as compiled"]
 
 
 def test_tree_reductions_are_classed_as_reductions():
