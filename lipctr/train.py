@@ -103,11 +103,16 @@ def init_members(model: CTRModel, tx, features, seeds, lambdas, hparams: dict | 
     own = {name: jnp.asarray(np.asarray(values, np.float32)) for name, values in (hparams or {}).items()}
     return jax.jit(jax.vmap(init_one))(seeds, lambdas, own)
 
-def _table_grad_norm(grads, field: str) -> jax.Array:
-    tables = grads["embedding"]["tables"]
-    if field not in tables:
-        return jnp.float32(jnp.nan)
-    return jnp.sqrt(jnp.sum(jnp.square(tables[field]["embedding"])))
+def embedding_grad_norm(grads, field: str | None) -> jax.Array:
+    """L2 norm (float32 []) of the gradient of embedding table `field`, looked up at
+    grads["embedding"]["tables"][field]["embedding"] (where a CTRModel keeps its tables); NaN when
+    the model has no table there (a user's model of another layout: only the log is NaN)."""
+    node = grads
+    for key in ("embedding", "tables", field, "embedding"):
+        if not hasattr(node, "keys") or key not in node:
+            return jnp.float32(jnp.nan)
+        node = node[key]
+    return jnp.sqrt(jnp.sum(jnp.square(node)))
 
 def epoch_batches(key, num_train: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """A fresh permutation cut into batches: indices int32 [num_batches, batch_size] and weights.
@@ -135,7 +140,8 @@ def loss_fn(model: CTRModel, loss_config: LossConfig, params, model_state, batch
         mutable=list(model_state),
     )
     logits = logits.astype(jnp.float32)
-    loss = multihead_loss(logits, batch["rating"], batch["label"], loss_config, model.penalty(params), weight)
+    penalty = model.penalty(params) if hasattr(model, "penalty") else 0.0  # optional (docs/own-model.md)
+    loss = multihead_loss(logits, batch["rating"], batch["label"], loss_config, penalty, weight)
     return loss, new_model_state
 
 
@@ -163,7 +169,8 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
     With a mesh, each batch is split over its "data" axis (lipctr.sharding).
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
-    schema = model.schema
+    schema = getattr(model, "schema", None)  # optional: without it the gradient-norm log is NaN
+    fields = (schema.user_field, schema.item_field) if schema is not None else (None, None)
     optimizer = tx if callable(tx) else (lambda hparams: tx)
 
     def epoch(state: TrainState, train: dict) -> tuple[TrainState, EpochStats]:
@@ -182,7 +189,7 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
             step_key = jax.random.fold_in(dropout_key, step_number)
             params, new_model_state, opt_state, loss, grads = train_step(
                 own_model, config, own_tx, params, model_state, opt_state, batch, weight, step_key, compute_dtype)
-            norms = (_table_grad_norm(grads, schema.user_field), _table_grad_norm(grads, schema.item_field))
+            norms = tuple(embedding_grad_norm(grads, field) for field in fields)
             return (params, new_model_state, opt_state), (loss, *norms)
 
         carry = (state.params, state.model_state, state.opt_state)

@@ -29,6 +29,11 @@ from lipctr.train import EpochStats, TrainConfig, TrainState, init_members, make
 class Trainer:
     """Compiled programs for one (model, loss, data shapes): train an ensemble epoch by epoch.
 
+    `model` is a built-in CTRModel or any flax.linen module with `apply(variables, features,
+    deterministic=bool, rngs={"dropout": key}) -> logits [B, K]` (features: the split's dict of [B]
+    arrays); optional `penalty(params) -> []` (added to the loss) and `schema` (the gradient-norm
+    log reads `params["embedding"]["tables"][field]["embedding"]`, NaN without them). docs/own-model.md.
+
     The programs compile once, on first use; `trace_counts` records how often each was traced.
     With a `mesh` (lipctr.sharding) the member axis is split over its "seeds" axis, batches over
     its "data" axis, and what the host reads comes back replicated.
