@@ -22,10 +22,13 @@ column 0 the click logit (sigmoid, BCE) and columns 1..N a separate rating head 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
 
 Aggregation = Literal["prob", "logit_sum"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("prob", "logit_sum")
@@ -45,11 +48,19 @@ class LossConfig:
     scale_penalty: bool = True
     aux_rating: bool = False  # logits [B, 1 + N]: click logit, then a separate rating head
     label_smoothing: float = 0.0  # also a traced per-member value (lipctr.member_hparams)
+    debug: bool = False  # traced ratings checked in multihead_loss via jax.experimental.checkify
 
     def __post_init__(self):
         check_aggregation(self.aggregation, "LossConfig.aggregation")
-        if isinstance(self.label_smoothing, (int, float)) and not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"LossConfig.label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
+        for name, low, high_open in (("lambda_r", 0.0, False), ("label_smoothing", 0.0, True)):
+            value = getattr(self, name)  # traced values (inside the trainer) are not checked
+            if isinstance(value, numbers.Real) and not (low <= value < 1.0 or (value == 1.0 and not high_open)):
+                raise ValueError(f"LossConfig.{name} must lie in [0, 1{')' if high_open else ']'}, got {value!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, numbers.Integral) or self.threshold < 1:
+            raise ValueError(f"LossConfig.threshold must be an integer >= 1, got {self.threshold!r}")
+        for name in ("scale_penalty", "aux_rating", "debug"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"LossConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
     def click_logits(self, logits: jax.Array) -> jax.Array:
         """The logits p_hat is read from: [B, 1] of an aux_rating head, else the logits themselves."""
@@ -61,6 +72,9 @@ def binary_log_probs(logits: jax.Array, threshold: int, aggregation: Aggregation
     if logits.shape[-1] == 1:
         z = logits[..., 0]
         return jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z)
+    if not 1 <= threshold < logits.shape[-1]:
+        raise ValueError(f"threshold {threshold} leaves no positive or no negative class of a "
+                         f"{logits.shape[-1]}-wide rating head; expected 1 <= threshold < {logits.shape[-1]}")
     negative, positive = logits[..., :threshold], logits[..., threshold:]
     if aggregation == "logit_sum":
         z = positive.sum(-1) - negative.sum(-1)
@@ -98,12 +112,32 @@ def rating_ce_per_example(logits, rating):
     return -jnp.take_along_axis(log_probs, (rating - 1)[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+def check_ratings(rating, weights, num_classes: int, debug: bool = False) -> None:
+    """ValueError unless every rating [B] of weight > 0 lies in 1..num_classes (a rating above the
+    head width would give NaN, a rating of 0 would silently train the last class). Concrete values
+    are checked here; traced ones only with debug=True, through jax.experimental.checkify (wrap the
+    jitted function in checkify.checkify and call err.throw()), so the default program is unchanged."""
+    if not isinstance(rating, jax.core.Tracer) and not isinstance(weights, jax.core.Tracer):
+        values = np.asarray(rating)
+        if weights is not None:
+            values = values[np.asarray(weights) > 0]
+        bad = values[(values < 1) | (values > num_classes)]
+        if bad.size:
+            raise ValueError(f"multihead_loss: rating must lie in 1..{num_classes} (the rating head's width), "
+                             f"got {bad.size} outside it, e.g. {bad.flat[0]!r}")
+    elif debug:
+        live = jnp.ones(jnp.shape(rating), bool) if weights is None else weights > 0
+        outside = live & ((rating < 1) | (rating > num_classes))
+        checkify.check(~jnp.any(outside), "multihead_loss: {n} ratings outside 1..{k}, e.g. {r}",
+                       n=outside.sum(), k=jnp.int32(num_classes), r=jnp.where(outside, rating, 0).max())
+
+
 def multihead_loss(logits, rating, label, config: LossConfig, penalty=0.0, weights=None):
     """Scalar training loss (eq. 13 for K = N, BCE for K = 1, both terms on their own columns for
     an aux_rating head), a weighted mean over the batch.
 
-    logits [B, K]; rating int [B] in 1..N; label float [B]; weights float [B] (1 = real
-    example, 0 = padding) or None; penalty: the backbone's explicit L2 term (scalar).
+    logits [B, K]; rating int [B] in 1..N (checked by `check_ratings`); label float [B]; weights
+    float [B] (1 = real example, 0 = padding) or None; penalty: the backbone's explicit L2 term.
     """
     if weights is None:
         weights = jnp.ones(label.shape, logits.dtype)
@@ -114,6 +148,7 @@ def multihead_loss(logits, rating, label, config: LossConfig, penalty=0.0, weigh
     if logits.shape[-1] == 1:
         return bce + penalty
     rating_logits = logits[..., 1:] if config.aux_rating else logits
+    check_ratings(rating, weights, rating_logits.shape[-1], config.debug)
     ce = (rating_ce_per_example(rating_logits, rating) * weights).sum() / denominator
     lam = config.lambda_r
     if config.scale_penalty:

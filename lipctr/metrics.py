@@ -12,6 +12,8 @@
 
 Where sklearn raises (a single class, NaN scores) these functions cannot raise under jit and
 return NaN instead; all inputs are assumed finite-or-NaN, labels in {0, 1}, weights >= 0.
+The argument order is (scores, labels), the reverse of sklearn's (y_true, y_score): concrete
+labels outside {0, 1} (e.g. swapped arguments) raise ValueError; traced ones are not checked.
 """
 
 from __future__ import annotations
@@ -33,8 +35,32 @@ def _weights(labels: jax.Array, weights: jax.Array | None) -> jax.Array:
     return jnp.asarray(weights, jnp.float32)
 
 
-@jax.jit
+def check_labels(labels, where: str) -> None:
+    """ValueError unless concrete labels are all 0 or 1 (tracers pass unchecked)."""
+    if isinstance(labels, jax.core.Tracer):
+        return
+    values = np.asarray(labels)
+    bad = values[~np.isin(values, (0, 1))]
+    if bad.size:
+        raise ValueError(f"{where}: labels must be 0 or 1, got {bad.size} other values, e.g. {bad.flat[0]!r}; "
+                         f"the order is {where}(scores, labels), the reverse of sklearn's (y_true, y_score)")
+
+
 def auc(scores: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """ROC AUC of scores [n] for labels [n] in {0, 1} (checked when concrete); see `_auc`."""
+    check_labels(labels, "auc")
+    return _auc(scores, labels, weights)
+
+
+def log_loss(probs: jax.Array, labels: jax.Array, weights: jax.Array | None = None,
+             eps: float | None = None) -> jax.Array:
+    """Binary log loss of probs [n] for labels [n] in {0, 1} (checked when concrete); see `_log_loss`."""
+    check_labels(labels, "log_loss")
+    return _log_loss(probs, labels, weights, eps)
+
+
+@jax.jit
+def _auc(scores: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """ROC AUC of scores [n] for labels [n] in {0, 1}, example weights [n] (0 masks padding).
 
     AUC = sum over (positive i, negative j) of w_i w_j ([s_i > s_j] + 0.5 [s_i == s_j]),
@@ -62,7 +88,7 @@ def auc(scores: jax.Array, labels: jax.Array, weights: jax.Array | None = None) 
 
 
 @jax.jit
-def log_loss(
+def _log_loss(
     probs: jax.Array, labels: jax.Array, weights: jax.Array | None = None, eps: float | None = None
 ) -> jax.Array:
     """Weighted mean binary log loss of probabilities probs [n] for labels [n] in {0, 1}.
