@@ -144,14 +144,22 @@ def _read_final(path: Path, labels: list[str]) -> dict:
     return final
 
 
-def _saved_history(checkpoints: StateCheckpoints, labels: list[str], metrics_path: Path) -> list[dict]:
-    """Before anything is built: the saved state's members must be the config's, and metrics.csv
-    must hold the history up to the newest saved epoch; that history."""
+def _saved_history(checkpoints: StateCheckpoints, labels: list[str], metrics_path: Path,
+                   embedding_optimizer: str = "adamw") -> list[dict]:
+    """Before anything is built: the saved state's members and train.embedding_optimizer (its
+    optimiser state's form; states saved before the key existed are "adamw") must be the
+    config's, and metrics.csv must hold the history up to the newest saved epoch; that history."""
     latest = checkpoints.latest_epoch()
-    saved = checkpoints.info(latest).get("members")
+    info = checkpoints.info(latest)
+    saved = info.get("members")
     if saved is not None and saved != labels:
         raise RunDirError(f"{checkpoints.directory}: the saved state holds members {saved}, but config.json asks "
                           f"for {labels} (was it edited?)")
+    optimizer = info.get("embedding_optimizer", "adamw")
+    if optimizer != embedding_optimizer:
+        raise RunDirError(f"{checkpoints.directory}: the saved state was trained with train.embedding_optimizer "
+                          f"{optimizer!r}, but the config asks for {embedding_optimizer!r}; resume with {optimizer!r} "
+                          "or start a new run")
     return read_history(metrics_path, labels, latest)
 
 
@@ -202,7 +210,8 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
         _log(f"{name}: trained for max_epochs {final['max_epochs']}; continuing to {max_epochs}")
     checkpoints = StateCheckpoints(out / "state")
     resuming = checkpoints.latest_epoch() is not None
-    history = _saved_history(checkpoints, labels, out / "metrics.csv") if resuming else []
+    optimizer = config["train"].get("embedding_optimizer", "adamw")
+    history = _saved_history(checkpoints, labels, out / "metrics.csv", optimizer) if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh, points)
     controls = spec.controls
     train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh)
@@ -229,7 +238,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
         if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
             seconds = seconds_before + time.perf_counter() - start
             checkpoints.save(record.epoch, _resumable(trainer, state, stopping, num),
-                             {"members": labels, "train_seconds": seconds})
+                             {"members": labels, "train_seconds": seconds, "embedding_optimizer": optimizer})
         for i in np.flatnonzero(record.diverged[:num]):
             if i not in reported_divergence:
                 reported_divergence.add(i)

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from lipctr import sharding
+from lipctr.embedding_optim import RowOptimizer
 from lipctr.losses import LossConfig, multihead_loss
 from lipctr.member_hparams import OPTIMIZER_NAMES, check_names, member_loss_config, member_model
 from lipctr.models.base import CTRModel
@@ -34,6 +35,8 @@ class TrainConfig:
     patience: int = 5  # stop after this many consecutive evaluations without a better valid AUC
     members: str = "auto"  # how the member axis is computed: "vmap", "sequential" or "auto" (lipctr.ensemble)
     compute_dtype: str = "float32"  # "bfloat16": the train step's matmuls and activations (lipctr.precision)
+    embedding_optimizer: str = "adamw"  # or "lazy_adam", "rowwise_adagrad", "sgd": touched rows only (lipctr.embedding_optim)
+    embedding_learning_rate: float = 0.0  # a sparse embedding optimizer's own learning rate; 0 = learning_rate
 
 class SavedState(NamedTuple):
     """What a resumable checkpoint holds of one member's TrainState: all but its hparams, which
@@ -73,12 +76,19 @@ class EpochStats(NamedTuple):
     user_grad_norm: jax.Array  # L2 norm of the gradient of the user embedding table
     item_grad_norm: jax.Array
 
-def make_optimizer(config: TrainConfig, hparams: dict | None = None) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, hparams: dict | None = None, model=None):
     """AdamW at the config's learning rate and weight decay, or at a member's own (hparams
-    "learning_rate" / "weight_decay", traced float32 []); its state does not depend on them."""
+    "learning_rate" / "weight_decay", traced float32 []); its state does not depend on them.
+    With a sparse `config.embedding_optimizer`, a RowOptimizer for `model`'s embedding tables
+    (at embedding_learning_rate, or the same learning rate when that is 0) and AdamW for the rest."""
     own = {name: value for name, value in (hparams or {}).items() if name in OPTIMIZER_NAMES}
-    return optax.adamw(own.get("learning_rate", config.learning_rate),
-                       weight_decay=own.get("weight_decay", config.weight_decay))
+    dense = optax.adamw(own.get("learning_rate", config.learning_rate),
+                        weight_decay=own.get("weight_decay", config.weight_decay))
+    if config.embedding_optimizer == "adamw":
+        return dense
+    rate = config.embedding_learning_rate or own.get("learning_rate", config.learning_rate)
+    return RowOptimizer.create(config.embedding_optimizer, dense, rate,
+                               own.get("weight_decay", config.weight_decay), model)
 
 def _example_batch(features: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return jax.tree.map(lambda x: x[:2], features)
@@ -148,7 +158,16 @@ def loss_fn(model: CTRModel, loss_config: LossConfig, params, model_state, batch
 def train_step(model: CTRModel, loss_config: LossConfig, tx, params, model_state, opt_state, batch: dict, weight,
                dropout_key, compute_dtype: str = "float32"):
     """One optimiser step of ONE member -> (params, model_state, opt_state, loss, grads); params,
-    grads and opt_state float32 whatever the compute dtype."""
+    grads and opt_state float32 whatever the compute dtype. With a RowOptimizer `tx`, the grads
+    of the embedding tables are those of the batch's unique rows [U, width] (lipctr.embedding_optim)."""
+    if isinstance(tx, RowOptimizer):
+        def objective(own_model, p, features):
+            return loss_fn(own_model, loss_config, p, model_state, {**batch, "features": features}, weight,
+                           dropout_key, compute_dtype)
+
+        (loss, new_model_state), params, opt_state, grads = tx.step(objective, model, params, opt_state,
+                                                                    batch["features"])
+        return params, new_model_state, opt_state, loss, grads
     grad_fn = jax.value_and_grad(
         lambda p: loss_fn(model, loss_config, p, model_state, batch, weight, dropout_key, compute_dtype), has_aux=True)
     (loss, new_model_state), grads = grad_fn(params)

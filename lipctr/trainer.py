@@ -42,10 +42,10 @@ class Trainer:
     def __init__(self, model: CTRModel, loss_config: LossConfig, config: TrainConfig,
                  num_train: int, num_valid: int, mesh=None):
         self.model, self.loss_config, self.config, self.mesh = model, loss_config, config, mesh
-        self.tx = make_optimizer(config)
+        self.tx = make_optimizer(config, model=model)
         self.sequential = sequential_members(config.members)
         self.trace_counts = {"epoch": 0, "evaluate": 0}
-        epoch = make_epoch_fn(model, loss_config, functools.partial(make_optimizer, config), num_train,
+        epoch = make_epoch_fn(model, loss_config, functools.partial(make_optimizer, config, model=model), num_train,
                               config.batch_size, mesh, config.compute_dtype)
         predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
 

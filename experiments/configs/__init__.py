@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lipctr.controls import ControlError, Controls
 from lipctr.data import PRESETS, DataError, get_preset
+from lipctr.embedding_optim import EMBEDDING_OPTIMIZERS, SPARSE_OPTIMIZERS
 from lipctr.ensemble import MEMBER_MODES
 from lipctr.precision import COMPUTE_DTYPES
 from lipctr.losses import AGGREGATIONS, LossConfig
@@ -237,6 +238,7 @@ def validate(config: dict, source: str = "config") -> dict:
     if config["train"]["compute_dtype"] not in COMPUTE_DTYPES:
         raise ConfigError(f"{source}: key 'train.compute_dtype' must be one of {', '.join(COMPUTE_DTYPES)}, "
                           f"got {config['train']['compute_dtype']!r}")
+    _check_embedding_optimizer(config["train"], source)
     if config["loss"]["aggregation"] not in AGGREGATIONS:
         raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
     if config["eval"]["relevance"] not in ("positive", "any"):
@@ -253,6 +255,19 @@ def validate(config: dict, source: str = "config") -> dict:
 
         config = check_grids(config, source)
     return config
+
+
+def _check_embedding_optimizer(train: dict, source: str) -> None:
+    if train["embedding_optimizer"] not in EMBEDDING_OPTIMIZERS:
+        raise ConfigError(f"{source}: key 'train.embedding_optimizer' must be one of {', '.join(EMBEDDING_OPTIMIZERS)}, "
+                          f"got {train['embedding_optimizer']!r}")
+    rate = train["embedding_learning_rate"]
+    if not 0 <= rate < float("inf"):
+        raise ConfigError(f"{source}: key 'train.embedding_learning_rate' must be >= 0 (0 = train.learning_rate), "
+                          f"got {rate}")
+    if rate and train["embedding_optimizer"] == "adamw":
+        raise ConfigError(f"{source}: key 'train.embedding_learning_rate' applies to a sparse train.embedding_optimizer "
+                          f"({', '.join(SPARSE_OPTIMIZERS)}); with 'adamw' the tables train at train.learning_rate")
 
 
 def _check_distinct(values: list, key: str, source: str) -> None:

@@ -1,0 +1,209 @@
+"""Sparse embedding optimizers (lipctr.embedding_optim): the touched-rows-only step equals a
+dense reference of the same optimiser (rowwise_adagrad, sgd) and a numpy lazy-Adam, on a model
+with a token_seq field; per-member learning rates; bf16; refusals naming the key."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import ConfigError, named_config, validate
+from lipctr.embedding_optim import (ADAGRAD_EPS, EmbeddingError, RowOptimizer, compact_ids, get_path, set_paths,
+                                    table_paths)
+from lipctr.losses import LossConfig
+from lipctr.models import build_model
+from lipctr.train import TrainConfig, embedding_grad_norm, init_members, loss_fn, make_optimizer, to_device, train_step
+from lipctr.trainer import Trainer, fit
+from tests.tiny_data import tiny_dataset
+
+LOSS = LossConfig(lambda_r=0.5)
+STEPS, BATCH = 4, 64
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """WideDeep (embedding + first-order tables, dropout on) on the tiny data (genre: token_seq)."""
+    ds = tiny_dataset(num_interactions=800)
+    model = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(16,), dropout_prob=0.2)
+    train = to_device(ds.train)
+    params = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                        jax.tree.map(lambda x: x[:2], train["features"]), deterministic=True)["params"]
+    batches = [jax.tree.map(lambda x: x[i * BATCH:(i + 1) * BATCH], train) for i in range(STEPS)]
+    return ds, model, params, batches
+
+
+def sparse_run(model, params, batches, config: TrainConfig, dtype="float32"):
+    """(params, [grads of each step]) after STEPS train_steps with make_optimizer(config)."""
+    tx = make_optimizer(config, model=model)
+    step = jax.jit(lambda p, o, b, k: train_step(model, LOSS, tx, p, {}, o, b, jnp.ones(BATCH), k, dtype))
+    opt_state, all_grads = tx.init(params), []
+    for i, batch in enumerate(batches):
+        params, _, opt_state, _, grads = step(params, opt_state, batch, jax.random.key(10 + i))
+        all_grads.append(grads)
+    return params, opt_state, all_grads
+
+
+def touched_ids(ds, batch, field: str) -> np.ndarray:
+    ids = np.asarray(batch["features"][field]).ravel()
+    return np.unique(np.concatenate([[0], ids]) if ds.schema[field].kind == "token_seq" else ids)
+
+
+def reference_run(ds, model, params, batches, name: str, lr: float, wd: float):
+    """The same steps with dense gradients: AdamW (optax) for the non-table params, and for every
+    table a numpy rowwise-Adagrad / SGD on the dense [vocab, w] gradient, or a numpy lazy Adam on
+    the rows of the batch's ids. Returns (params, dense table grads of each step)."""
+    paths = table_paths(model.schema, params)
+    tx = optax.adamw(lr, weight_decay=wd)
+    opt_state = tx.init(params)
+    tables = {p: np.asarray(get_path(params, p), np.float64) for p in paths}
+    state = {p: (np.zeros_like(t), np.zeros_like(t), np.zeros(len(t))) for p, t in tables.items()}
+    grad_fn = jax.jit(jax.grad(lambda p, b, k: loss_fn(model, LOSS, p, {}, b, jnp.ones(BATCH), k)[0]))
+    all_grads = []
+    for i, batch in enumerate(batches):
+        grads = grad_fn(params, batch, jax.random.key(10 + i))
+        all_grads.append(grads)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        for p in paths:
+            g, w = np.asarray(get_path(grads, p), np.float64), tables[p]
+            m, v, acc = state[p]
+            if name == "sgd":
+                w -= lr * (g + wd * w)
+            elif name == "rowwise_adagrad":
+                acc += np.mean(g * g, axis=1)
+                w -= lr * (g / (np.sqrt(acc)[:, None] + ADAGRAD_EPS) + wd * w)
+            else:
+                rows, t = touched_ids(ds, batch, p[-2]), i + 1
+                m[rows] = 0.9 * m[rows] + 0.1 * g[rows]
+                v[rows] = 0.999 * v[rows] + 0.001 * g[rows] ** 2
+                step = (m[rows] / (1 - 0.9 ** t)) / (np.sqrt(v[rows] / (1 - 0.999 ** t)) + 1e-8)
+                w[rows] -= lr * (step + wd * w[rows])
+        params = set_paths(params, paths, [jnp.asarray(tables[p], jnp.float32) for p in paths])
+    return params, tables, all_grads
+
+
+@pytest.mark.parametrize("name, lr, wd", [("rowwise_adagrad", 0.05, 0.0), ("sgd", 0.5, 0.0),
+                                          ("lazy_adam", 0.01, 0.0), ("lazy_adam", 0.01, 0.1)])
+def test_sparse_step_equals_its_dense_reference(setup, name, lr, wd):
+    ds, model, params, batches = setup
+    config = TrainConfig(learning_rate=lr, weight_decay=wd, embedding_optimizer=name)
+    sparse, _, sparse_grads = sparse_run(model, params, batches, config)
+    dense, tables, dense_grads = reference_run(ds, model, params, batches, name, lr, wd)
+    paths = table_paths(model.schema, params)
+    assert len(paths) == 6  # 3 fields x (embedding, wide first-order)
+    for path, table in tables.items():
+        np.testing.assert_allclose(np.asarray(get_path(sparse, path)), table, atol=1e-6, rtol=0)
+        seen = np.unique(np.concatenate([touched_ids(ds, b, path[-2]) for b in batches]))
+        untouched = np.setdiff1d(np.arange(len(table)), seen)
+        assert len(untouched) > 0 or path[-2] == "genre"
+        np.testing.assert_array_equal(np.asarray(get_path(sparse, path))[untouched],
+                                      np.asarray(get_path(params, path))[untouched])
+    for path, leaf in jax.tree_util.tree_flatten_with_path(sparse)[0]:
+        keys = tuple(k.key for k in path)
+        if keys not in tables:  # AdamW layers: the same as dense AdamW
+            np.testing.assert_allclose(np.asarray(leaf), np.asarray(get_path(dense, keys)), atol=1e-6, rtol=0)
+    for s, d in zip(sparse_grads, dense_grads):  # the logged norms: row gradients give the dense value
+        for field in ("user_id", "item_id"):
+            np.testing.assert_allclose(embedding_grad_norm(s, field), embedding_grad_norm(d, field), rtol=1e-5)
+        assert get_path(s, ("embedding", "tables", "user_id", "embedding")).shape == (BATCH, 16)
+
+
+def test_compact_ids_keep_padding_at_zero_and_invert_to_the_batch(setup):
+    ds, _, _, batches = setup
+    features = batches[0]["features"]
+    unique, local, schema = compact_ids(ds.schema, features)
+    for field in ("user_id", "item_id", "genre"):
+        ids = np.asarray(features[field])
+        np.testing.assert_array_equal(np.asarray(unique[field])[np.asarray(local[field])], ids)
+        assert schema[field].vocab_size == ids.size + (field == "genre")
+        filled = np.asarray(unique[field])
+        assert set(filled[filled < ds.schema[field].vocab_size]) == set(ids.ravel()) | ({0} if field == "genre" else set())
+    assert np.asarray(unique["genre"])[0] == 0
+    assert np.all(np.asarray(local["genre"])[np.asarray(features["genre"]) == 0] == 0)
+
+
+def test_members_with_their_own_learning_rates_take_their_own_steps():
+    ds = tiny_dataset(num_interactions=600)
+    train, valid = to_device(ds.train), to_device(ds.valid)
+    model = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(8,))
+
+    def run(rates, members):
+        config = TrainConfig(batch_size=128, max_epochs=2, patience=9, members=members,
+                             embedding_optimizer="rowwise_adagrad")
+        trainer = Trainer(model, LOSS, config, len(ds.train), len(ds.valid))
+        state, stopping = trainer.init(train["features"], [2020] * len(rates), [0.5] * len(rates),
+                                       {"learning_rate": rates})
+        state, _ = fit(trainer, state, stopping, train, valid)
+        return state.params
+
+    both = {mode: run([0.003, 0.05], mode) for mode in ("vmap", "sequential")}
+    alone = [run([rate], "sequential") for rate in (0.003, 0.05)]
+    for mode, params in both.items():
+        for i in range(2):
+            for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(alone[i])):
+                np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0], atol=2e-5, err_msg=mode)
+    user = [np.asarray(p["embedding"]["tables"]["user_id"]["embedding"]) for p in alone]
+    assert np.abs(user[0] - user[1]).max() > 1e-2  # the two rates moved the rows differently
+
+
+def test_bf16_sparse_step_keeps_float32_state_and_tracks_float32_gradients(setup):
+    ds, model, params, batches = setup
+    config = TrainConfig(learning_rate=0.01, embedding_optimizer="lazy_adam")
+    _, _, g32 = sparse_run(model, params, batches, config)
+    p16, o16, g16 = sparse_run(model, params, batches, config, "bfloat16")
+    floats = {x.dtype for x in jax.tree.leaves((p16, o16, g16)) if jnp.issubdtype(x.dtype, jnp.floating)}
+    assert floats == {jnp.dtype(jnp.float32)}
+    for path in table_paths(model.schema, params):  # step 1: the same params, row gradients agree
+        a, b = (np.asarray(get_path(g[0], path)).ravel() for g in (g16, g32))
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
+
+
+class OwnModel(nn.Module):
+    @nn.compact
+    def __call__(self, features, deterministic=True):
+        return nn.Dense(1)(nn.Embed(10, 4)(features["user_id"]))
+
+
+def test_a_model_without_the_built_in_tables_is_refused_in_one_line():
+    with pytest.raises(EmbeddingError, match=r"^train.embedding_optimizer 'lazy_adam' needs a lipctr CTRModel.*"
+                                             r"OwnModel has no schema: use train.embedding_optimizer 'adamw'$"):
+        make_optimizer(TrainConfig(embedding_optimizer="lazy_adam"), model=OwnModel())
+    assert isinstance(make_optimizer(TrainConfig(), model=OwnModel()), optax.GradientTransformation)
+
+
+def test_default_optimizer_state_is_optax_adamw():
+    ds = tiny_dataset(num_interactions=300)
+    model = build_model("widedeep", ds.schema, 1, mlp_hidden_size=(8,))
+    features = to_device(ds.train)["features"]
+    tx = make_optimizer(TrainConfig(), model=model)
+    assert not isinstance(tx, RowOptimizer)
+    state = init_members(model, tx, features, [1], [0.0])
+    reference = jax.vmap(optax.adamw(1e-3, weight_decay=0.0).init)(state.params)
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(reference)
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"embedding_optimizer": "adagrad"}, "key 'train.embedding_optimizer' must be one of adamw, lazy_adam, "
+                                         "rowwise_adagrad, sgd, got 'adagrad'"),
+    ({"embedding_learning_rate": -1.0}, "key 'train.embedding_learning_rate' must be >= 0"),
+    ({"embedding_learning_rate": 0.1}, "key 'train.embedding_learning_rate' applies to a sparse"),
+])
+def test_bad_embedding_optimizer_keys_are_named(train, message):
+    config = named_config("widedeep_ml100k")
+    config["train"].update(train)
+    with pytest.raises(ConfigError, match=f"^my.toml: {message}"):
+        validate(config, source="my.toml")
+
+
+def test_grid_programs_over_the_embedding_optimizer_validate():
+    config = named_config("widedeep_ml100k")
+    config["grid_programs"] = {"train.embedding_optimizer": ["adamw", "lazy_adam", "rowwise_adagrad", "sgd"]}
+    assert validate(config)["grid_programs"]["train.embedding_optimizer"][1] == "lazy_adam"
+    config["grid_programs"] = {"train.embedding_optimizer": ["adamw", "adam"]}
+    with pytest.raises(ConfigError, match="grid_programs key 'train.embedding_optimizer' value 'adam': key "
+                                          "'train.embedding_optimizer' must be one of"):
+        validate(config, source="x")
