@@ -8,9 +8,10 @@ A config key (dotted, as in experiments/configs) maps to the name the member car
   controls.label_smoothing                  -> its LossConfig.label_smoothing
   controls.embedding_l2                     -> its controlled model's embedding_l2
   model_hparams.<dropout rate>              -> the backbone's field (dropout_prob, attn_dropout_prob,
-                                               hidden_dropout_prob, drop_ex, drop_im; AutoInt's
+                                               hidden_dropout_prob, drop_ex, drop_im, net_dropout,
+                                               mlp1/2_dropout, deep/shallow_net_dropout; AutoInt's
                                                dropout_probs: one rate for all its layers)
-  model_hparams.reg_weight                  -> the backbone's L2 weight (dcnv2, xdeepfm, eulernet)
+  model_hparams.reg_weight                  -> the backbone's L2 weight (dcnv2, xdeepfm, eulernet, dcn)
   loss.lambda_r                             -> lambda_r, the member's own TrainState field
 
 Everything else (embedding_dim, layer sizes and counts, booleans, names) is not per-member: a
@@ -28,7 +29,8 @@ from lipctr.models import default_hparams
 _FIXED = {"train.learning_rate": "learning_rate", "train.weight_decay": "weight_decay",
           "loss.lambda_r": "lambda_r", "controls.label_smoothing": "label_smoothing",
           "controls.embedding_l2": "embedding_l2"}
-DROPOUT_FIELDS = ("dropout_prob", "dropout_probs", "attn_dropout_prob", "hidden_dropout_prob", "drop_ex", "drop_im")
+DROPOUT_FIELDS = ("dropout_prob", "dropout_probs", "attn_dropout_prob", "hidden_dropout_prob", "drop_ex", "drop_im",
+                  "net_dropout", "mlp1_dropout", "mlp2_dropout", "deep_net_dropout", "shallow_net_dropout")
 MODEL_FIELDS = DROPOUT_FIELDS + ("reg_weight",)
 LOSS_NAMES = ("label_smoothing",)  # LossConfig fields (lambda_r is TrainState's own)
 OPTIMIZER_NAMES = ("learning_rate", "weight_decay")

@@ -23,7 +23,7 @@ def test_every_named_config_validates_and_builds_its_model():
 
     schema = make(num_interactions=200).schema
     names = configs.config_names()
-    assert len(names) == 28 and "dcnv2_ml1m" in names
+    assert len(names) == 48 and "dcnv2_ml1m" in names and "dcnv3_amazon_book" in names
     for name in names:
         config = named_config(name)
         build_model(config["model"], schema, 5, **configs.model_hparams(config))

@@ -147,7 +147,11 @@ def test_every_backbones_rates_and_reg_weight_follow_the_members_values(model, d
     small = {"dcnv2": SMALL["dcnv2"], "eulernet": SMALL["eulernet"], "autoint": SMALL["autoint"],
              "widedeep": {"mlp_hidden_size": (8,)}, "nfm": {"mlp_hidden_size": (8,)},
              "xdeepfm": {"mlp_hidden_size": (8,), "cin_layer_size": (4, 4), "embedding_dim": 4},
-             "fignn": {"embedding_dim": 4, "attention_size": 4}}[model]
+             "fignn": {"embedding_dim": 4, "attention_size": 4},
+             "deepfm": {"mlp_hidden_size": (8,)}, "dcn": {"mlp_hidden_size": (8,), "cross_layer_num": 2},
+             "finalmlp": {"mlp1_hidden_units": (8,), "mlp2_hidden_units": (8,), "fs_hidden_units": (4,)},
+             "gdcn": {"dnn_hidden_units": (8,), "num_cross_layers": 2},
+             "dcnv3": {"num_deep_cross_layers": 2, "num_shallow_cross_layers": 2}}[model]
     small = {k: tuple(v) if isinstance(v, list) else v for k, v in small.items()}
     batch = jax.tree.map(lambda x: jnp.asarray(x[:64]), to_device(ds.train))
     fields = [key.split(".")[1] for key in per_member_keys(model) if key.startswith("model_hparams.")]

@@ -26,9 +26,15 @@ SCHEMA = Schema(
 CASES = [(name, k) for name in MODEL_NAMES for k in (1, 5)]
 IDS = [f"{name}-K{k}" for name, k in CASES]
 # Smaller layers where a model has them, to keep the file fast; properties do not depend on width.
-SMALL = {"mlp_hidden_size": (16, 16), "cin_layer_size": (8, 8), "low_rank": 4}
+SMALL = {"mlp_hidden_size": (16, 16), "cin_layer_size": (8, 8), "low_rank": 4, "mlp1_hidden_units": (16,),
+         "mlp2_hidden_units": (16, 8), "fs_hidden_units": (8,), "dnn_hidden_units": (16, 16)}
 # Branch switches of our backbones that change which parameters exist / are used.
-VARIANTS = {"dcnv2": [{"mixed": True, "structure": "stacked"}], "xdeepfm": [{"direct": True}]}
+VARIANTS = {"dcnv2": [{"mixed": True, "structure": "stacked"}], "xdeepfm": [{"direct": True}],
+            "deepfm": [{"scalar_side_branches": True}],
+            "finalmlp": [{"fs1_context": (), "fs2_context": ("user", "genre"), "mlp1_batch_norm": True,
+                          "mlp2_dropout": 0.3}, {"use_fs": False}],
+            "gdcn": [{"structure": "parallel", "batch_norm": True, "net_dropout": 0.2}],
+            "dcnv3": [{"num_heads": 2, "batch_norm": True, "layer_norm": False}]}
 LOSS = LossConfig(lambda_r=0.5, aggregation="prob")
 # Compiles dominate this file's runtime; LLVM -O0 roughly halves them (results agree to 1e-5).
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}

@@ -72,6 +72,13 @@ MODEL_SETTINGS: dict[str, dict] = {
     "fignn": {"train": {"learning_rate": 5e-3}, "loss": {"lambda_r": 0.1}},
     "dcnv2": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.7}},
     "eulernet": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.1}},
+    # no authors' runs: learning rate 1e-3 of RecBole's / FuxiCTR's published settings; lambda_r 0.5,
+    # the middle of the paper's grid (tune it on validation); architecture: the registry defaults (docs/models.md)
+    "deepfm": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
+    "dcn": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
+    "finalmlp": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
+    "gdcn": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
+    "dcnv3": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
 }
 
 MODEL_DATASET_SETTINGS: dict[tuple[str, str], dict] = {

@@ -1,7 +1,8 @@
 """Model registry: `build_model("dcnv2", schema, num_outputs=5, **hparams)`.
 
 Each backbone lives in its own file; its hyper-parameters are the dataclass fields of its
-module, with the authors' ML-1M settings as defaults (`default_hparams(name)`).
+module, with the authors' ML-1M settings as defaults (the five added
+backbones: RecBole's / FuxiCTR's published settings, docs/models.md) (`default_hparams(name)`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ _REGISTRY = {
     "fignn": "lipctr.models.fignn:FiGNN",
     "dcnv2": "lipctr.models.dcnv2:DCNV2",
     "eulernet": "lipctr.models.eulernet:EulerNet",
+    "deepfm": "lipctr.models.deepfm:DeepFM",
+    "dcn": "lipctr.models.dcn:DCN",
+    "finalmlp": "lipctr.models.finalmlp:FinalMLP",
+    "gdcn": "lipctr.models.gdcn:GDCN",
+    "dcnv3": "lipctr.models.dcnv3:DCNv3",
 }
 MODEL_NAMES = tuple(_REGISTRY)
 _BASE_FIELDS = {"schema", "num_outputs", "parent", "name"}
