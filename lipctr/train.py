@@ -147,11 +147,16 @@ def loss_fn(model: CTRModel, loss_config: LossConfig, params, model_state, batch
         batch["features"],
         deterministic=False,
         rngs={"dropout": dropout_key},
-        mutable=list(model_state),
+        mutable=list(model_state) + (["intermediates"] if getattr(model, "tri_bce", False) else []),
     )
     logits = logits.astype(jnp.float32)
     penalty = model.penalty(params) if hasattr(model, "penalty") else 0.0  # optional (docs/own-model.md)
     loss = multihead_loss(logits, batch["rating"], batch["label"], loss_config, penalty, weight)
+    if getattr(model, "tri_bce", False):  # DCNv3's Tri-BCE terms on its sown branch logits
+        loss = loss + model.tri_bce_terms(
+            lambda z: multihead_loss(z.astype(jnp.float32), batch["rating"], batch["label"], loss_config, 0.0, weight),
+            logits, new_model_state["intermediates"])
+        new_model_state = {k: v for k, v in new_model_state.items() if k != "intermediates"}
     return loss, new_model_state
 
 

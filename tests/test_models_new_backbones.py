@@ -350,3 +350,68 @@ def test_aux_rating_click_column_is_the_k1_model_at_initialisation(name):
     got = full.apply(vf, features)
     assert got.shape == (B, 6)
     np.testing.assert_allclose(got[:, :1], click.apply(vc, features), rtol=1e-6, atol=1e-7)  # matmul widths differ
+
+
+# ----------------------------------------------------------------------------- DCNv3's Tri-BCE option
+
+
+def np_bce(logit, label):
+    return np.mean(np.logaddexp(0.0, logit) - label * logit)
+
+
+def test_dcnv3_tri_bce_adds_the_branch_terms_to_the_training_loss_and_is_off_by_default():
+    """Without dropout or batch-norm the training forward is the deterministic one, so loss_fn
+    (K = 1: BCE) must equal L + sum_b L_b max(L_b - L, 0) with L_b the BCE of each network's numpy
+    logits; with tri_bce off (the default) it is L alone."""
+    from lipctr.losses import LossConfig
+    from lipctr.train import loss_fn
+
+    features = make_features()
+    label = np.array([1, 0, 1, 1, 0, 0], np.float32)
+    hp = dict(num_heads=2, deep_net_dropout=0.0, shallow_net_dropout=0.0, num_deep_cross_layers=2,
+              num_shallow_cross_layers=2)
+    assert build_model("dcnv3", SCHEMA, 1).tri_bce is False
+    _, variables, p = initialised("dcnv3", 1, **hp)
+    x0 = np_head_inputs(np_embeddings(p, features), 2)
+    deep, shallow = (np_cross_network(p[n], x0, 2, n == "ecn", True)[:, 0] for n in ("ecn", "lcn"))
+    main = np_bce(0.5 * (deep + shallow), label)
+    branches = [np_bce(z, label) for z in (deep, shallow)]
+    batch = {"features": features, "rating": np.full(B, 4, np.int32), "label": label}
+
+    def loss(tri_bce):
+        model = build_model("dcnv3", SCHEMA, 1, tri_bce=tri_bce, **hp)
+        value, state = loss_fn(model, LossConfig(lambda_r=0.5), variables["params"], {}, batch, jnp.ones(B),
+                               jax.random.key(0))
+        assert state == {}  # the sown branch logits do not leave the loss
+        return float(value)
+
+    np.testing.assert_allclose(loss(False), main, rtol=1e-5)
+    want = main + sum(b * max(b - main, 0.0) for b in branches)
+    assert want - main > 1e-3  # the terms are not negligible at these parameters
+    np.testing.assert_allclose(loss(True), want, rtol=1e-5)
+
+
+def test_dcnv3_tri_bce_trains_under_jit_with_batch_norm_and_the_rating_head():
+    """One jitted train step, K = 5 with batch-norm statistics: the state keeps only them, and the
+    Tri-BCE gradient differs from the plain one."""
+    import optax
+
+    from lipctr.losses import LossConfig
+    from lipctr.train import train_step
+
+    features = make_features()
+    rating = np.array([1, 5, 4, 2, 3, 5], np.int32)
+    batch = {"features": features, "rating": rating, "label": (rating > 3).astype(np.float32)}
+    grads = []
+    for tri_bce in (False, True):
+        model = build_model("dcnv3", SCHEMA, 5, batch_norm=True, tri_bce=tri_bce)
+        variables = model.init(jax.random.key(0), features)
+        state = {"batch_stats": variables["batch_stats"]}
+        tx = optax.adam(1e-3)
+        step = jax.jit(lambda p, s, o: train_step(model, LossConfig(lambda_r=0.5), tx, p, s, o, batch, jnp.ones(B),
+                                                  jax.random.key(1)))
+        _, new_state, _, loss, g = step(variables["params"], state, tx.init(variables["params"]))
+        assert set(new_state) == {"batch_stats"} and np.isfinite(float(loss))
+        grads.append(g)
+    diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), *grads)
+    assert max(jax.tree.leaves(diff)) > 1e-6

@@ -13,10 +13,11 @@ is x_0 = [first halves of the F field vectors || second halves] [B, H, D], D = F
 Each network ends in a dense K layer, averaged over the heads; logits = (ECN + LCN) / 2 [B, K].
 `batch_norm` adds FuxiCTR's BatchNorm1d over the head axis on h.
 
-`tri_bce=True` (off by default): the training step adds the paper's Tri-BCE terms,
-L + w_d L_d + w_s L_s with L_d, L_s the same loss on each network's own logits and
-w = max(L_branch - L, 0) (not detached, as in FuxiCTR); see `branch_loss`. The model then
-sows the branch logits into the "intermediates" collection during training.
+`tri_bce=True` (off by default): the training step (lipctr.train.loss_fn) adds the paper's
+Tri-BCE terms, loss = L + w_d L_d + w_s L_s, with L the data loss of the logits, L_d, L_s the same
+loss (the multi-head loss of the variant, no L2 term) on each network's own logits [B, K], and
+w_b = max(L_b - L, 0), not detached, as in FuxiCTR (`tri_bce_terms`). In training the model
+then sows the two branch logits into the "intermediates" collection.
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ class DCNv3(CTRModel):
                             **norms, name="ecn")(x0, deterministic)
         shallow = CrossNetwork(self.num_shallow_cross_layers, self.num_outputs, False, self.shallow_net_dropout,
                                **norms, name="lcn")(x0, deterministic)
-        if self.tri_bce and not deterministic:
+        if self.tri_bce and not deterministic:  # read by tri_bce_terms in the training loss
             self.sow("intermediates", "branch_logits", jnp.stack([deep, shallow]))  # [2, B, K]
         return 0.5 * (deep + shallow)  # [B, K]
+
+    @staticmethod
+    def tri_bce_terms(loss_of, logits: jax.Array, intermediates) -> jax.Array:
+        """sum over the ECN and LCN logits of L_b * max(L_b - L, 0), L = loss_of(logits) and
+        L_b = loss_of(branch logits) (loss_of: logits [B, K] -> the data loss [])."""
+        (branches,) = intermediates["branch_logits"]  # [2, B, K]
+        main = loss_of(logits)
+        terms = [loss_of(branches[i]) for i in range(branches.shape[0])]
+        return sum((term * jnp.maximum(term - main, 0.0) for term in terms), jnp.zeros(()))
