@@ -200,6 +200,10 @@ def test_bad_embedding_optimizer_keys_are_named(train, message):
 
 
 def test_grid_programs_over_the_embedding_optimizer_validate():
+    from experiments.configs.grid import parse_flag
+
+    assert parse_flag("--grid-programs", "train.embedding_optimizer=adamw, lazy_adam") == (
+        "train.embedding_optimizer", ["adamw", "lazy_adam"])
     config = named_config("widedeep_ml100k")
     config["grid_programs"] = {"train.embedding_optimizer": ["adamw", "lazy_adam", "rowwise_adagrad", "sgd"]}
     assert validate(config)["grid_programs"]["train.embedding_optimizer"][1] == "lazy_adam"

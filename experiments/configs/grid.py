@@ -10,12 +10,15 @@ Two tables, each {dotted_key: [values]} (a TOML table may also nest them: [grid.
 
 from __future__ import annotations
 
+import re
+
 from experiments.configs import DEFAULTS, ConfigError, merge, parse_toml_value, validate
 from lipctr.member_hparams import check_value, member_hparam, per_member_keys
 from lipctr.models import default_hparams
 
 SECTIONS = ("train", "loss", "controls", "model_hparams")  # where grid keys live
 TABLES = {"grid": "--grid", "grid_programs": "--grid-programs"}
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def flatten(table: dict, name: str, source: str, prefix: str = "") -> dict:
@@ -48,7 +51,10 @@ def parse_flag(flag: str, text: str) -> tuple[str, list]:
             raise ConfigError(f"{flag} key {key!r}: {values!r} is not a TOML array of values") from None
         return key, parsed
     try:
-        return key, [parse_toml_value(item.strip(), strict=True) for item in values.split(",")]
+        # --grid-programs: a bare word is a string (train.embedding_optimizer=adamw,lazy_adam)
+        words = flag == "--grid-programs"
+        return key, [parse_toml_value(item.strip(), strict=not (words and _WORD.fullmatch(item.strip())))
+                     for item in values.split(",")]
     except ValueError as error:
         raise ConfigError(f"{flag} key {key!r}: {error}; expected comma-separated values, e.g. 1e-3,5e-3") from None
 
