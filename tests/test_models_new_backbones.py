@@ -415,3 +415,15 @@ def test_dcnv3_tri_bce_trains_under_jit_with_batch_norm_and_the_rating_head():
         grads.append(g)
     diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), *grads)
     assert max(jax.tree.leaves(diff)) > 1e-6
+
+
+def test_check_model_names_the_hyper_parameter_without_computing():
+    from lipctr.models import check_model
+
+    check_model("finalmlp", SCHEMA, 5)
+    for name, hp, message in [("finalmlp", {"fs2_context": ("zip",)}, "FinalMLP.fs2_context: no field 'zip'"),
+                              ("dcnv3", {"embedding_dim": 3}, "7 x 3 must be even"),
+                              ("gdcn", {"structure": "both"}, "GDCN.structure must be one of"),
+                              ("xdeepfm", {"cin_layer_size": (5, 4)}, "even")]:
+        with pytest.raises(ValueError, match=message):
+            check_model(name, ml100k_schema() if name == "dcnv3" else SCHEMA, 1, **hp)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+import jax
+import jax.numpy as jnp
+
 from lipctr.data.schema import Schema
 from lipctr.models.base import CTRModel, embedding_table
 
@@ -58,4 +61,15 @@ def build_model(name: str, schema: Schema, num_outputs: int = 1, **hparams) -> C
     return cls(schema=schema, num_outputs=num_outputs, **hparams)
 
 
-__all__ = ["CTRModel", "MODEL_NAMES", "build_model", "default_hparams", "embedding_table", "model_class"]
+def check_model(name: str, schema: Schema, num_outputs: int = 1, **hparams) -> None:
+    """ValueError (one line naming the hyper-parameter) unless the model builds on `schema`; the
+    checks that need the data's fields (e.g. FinalMLP's contexts, DCNv3's width) run in an
+    abstract init (shapes only, no compute). For a CLI to call before it creates a run directory."""
+    model = build_model(name, schema, num_outputs, **hparams)
+    shapes = {"token": lambda f: (2,), "token_seq": lambda f: (2, f.max_len), "float": lambda f: (2,)}
+    features = {f.name: jnp.zeros(shapes[f.kind](f), jnp.float32 if f.kind == "float" else jnp.int32)
+                for f in schema.fields}
+    jax.eval_shape(model.init, jax.random.key(0), features)
+
+
+__all__ = ["CTRModel", "MODEL_NAMES", "build_model", "check_model", "default_hparams", "embedding_table", "model_class"]

@@ -5,7 +5,9 @@
 The schema is written out by hand from RecBole's ml-100k atomic files (vocabulary sizes count
 the padding id 0): user_id 943 users, item_id 1,682 items, age 61 values, gender 2,
 occupation 21, release_year 73 years, class 19 genres (token_seq, at most 6 per movie).
-Hyper-parameters are the registry defaults (the authors' ML-1M settings).
+Hyper-parameters are the registry defaults (the authors' ML-1M settings; for DeepFM, DCN,
+FinalMLP, GDCN and DCNv3 RecBole's / FuxiCTR's published settings). tests/test_models_new_backbones.py
+checks those five against closed forms of the reference implementations (docs/models.md).
 """
 
 from __future__ import annotations
