@@ -162,7 +162,10 @@ def start_devices(args: argparse.Namespace, spec: str):
     """Join the multi-host run if asked (before anything touches a device); the mesh of `spec`."""
     if args.distributed or any(v is not None for v in (args.coordinator_address, args.num_processes, args.process_id)):
         sharding.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    return sharding.make_mesh(spec)
+    mesh = sharding.make_mesh(spec)
+    if sharding.is_primary():
+        print(runtime.device_line(), file=sys.stderr)  # the devices this run trains on
+    return mesh
 
 
 def main(argv=None) -> int:
