@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import jax
 import numpy as np
 
+from lipctr.io import OutputPathError, check_output
 from lipctr.losses import LossConfig
 from lipctr.models import MODEL_NAMES, build_model
 from lipctr.models.parameter_counts import ml100k_schema, random_features
@@ -88,14 +90,20 @@ def benchmark(name: str, batch: int, repeats: int, inner: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--inner", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.json:
+        try:
+            check_output("--json", args.json)
+        except OutputPathError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     print(f"backend {jax.default_backend()}, devices {jax.devices()}, batch {args.batch}, "
           f"{args.repeats} repeats x {args.inner} steps, median step time")
     print(f"{'model':<10} {'K=1 ex/s':>11} {'K=5 ex/s':>11} {'K=5/K=1 time':>13} {'paired':>7} "
@@ -115,7 +123,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -42,8 +42,11 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import time
+
+from lipctr.io import OutputPathError, check_output
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\((.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
@@ -346,6 +349,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.json:
+        try:
+            check_output("--json", args.json, {"--data": args.data})
+        except OutputPathError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
     from lipctr import runtime
 

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lipctr.io import OutputPathError, check_output
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -120,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.devices < 1 or args.epochs < 1:
         parser.error("--devices and --epochs must be >= 1")
+    try:
+        if args.json:
+            check_output("--json", args.json, {"--root": args.root})
+        if args.root:
+            check_output("--root", args.root, folder=True)
+    except OutputPathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.child is not None:
         print(json.dumps(child(args.child, args.devices, args.epochs, args.preset, args.model, args.root)))
         return 0

@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lipctr.io import OutputPathError, check_output
+
 MODELS = ("widedeep", "nfm", "xdeepfm", "autoint", "fignn", "dcnv2", "eulernet")
 RECBOLE_NAMES = {"widedeep": "WideDeep", "nfm": "NFM", "xdeepfm": "xDeepFM", "autoint": "AutoInt",
                  "fignn": "FiGNN", "dcnv2": "DCNV2", "eulernet": "EulerNet"}
@@ -228,6 +230,12 @@ def main(argv=None) -> int:
     for name in ("ml-100k.inter", "ml-100k.user", "ml-100k.item"):
         if not (Path(args.data) / name).is_file():
             print(f"error: --data {args.data}: {name} not found (RecBole atomic files of ML-100K)", file=sys.stderr)
+            return 2
+    if args.json:
+        try:
+            check_output("--json", args.json, {"--data": args.data})
+        except OutputPathError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
     args.data = str(Path(args.data).resolve())  # the workers run in temporary folders
     print(f"vs_torch: {os.cpu_count()} cores; {args.repeats} repeat(s) x {args.epochs} timed epochs after "

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from lipctr import runtime
+from lipctr.io import OutputPathError, check_output
 from lipctr.losses import AGGREGATIONS
 
 from experiments.bandwidth_data import SweepConfig, load_data
@@ -89,6 +90,12 @@ def main(argv=None) -> int:
     out = Path(args.out or f"runs/bandwidth/{config.preset}_{config.model}")
     runs_dir = Path(args.runs_dir or f"runs/bandwidth/{config.preset}_{config.model}/runs")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        check_output("--out", out, folder=True)
+        check_output("--runs-dir", runs_dir, folder=True)
+    except OutputPathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     dataset, preference = load_data(config)
     try:
         frame, buckets = run_sweep(config, dataset, preference, runs_dir, log, progress=True)

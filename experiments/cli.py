@@ -37,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--max-members", type=int, metavar="N",
                    help="train a grid in waves of at most N members (default: all at once on CPU, sized from free "
                         "device memory on an accelerator)")
+    g.add_argument("--grid-limit", type=int, metavar="N",
+                   help="refuse a grid whose variant trains more than N members (points x programs x seeds; "
+                        "default 1000, 0 = no limit); the grid's members, memory and epoch time are printed first")
     g.add_argument("--select-lambda", action="store_true", default=None,
                    help="also train the lambda_r sweep (the config's lambda_sweep, else 0.1..0.9) of smooth and report "
                         "smooth at the lambda_r of best mean validation AUC next to the config's lambda_r")

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lipctr.io import OutputPathError, check_output, write_text_atomic
+
 from experiments.configs.grid import flatten
 from experiments.report_tables import markdown_table, read_run
 from experiments.statistics import paired_difference
@@ -97,6 +99,12 @@ def main(argv=None) -> int:
         print(f"error: --csv {args.csv}: folder {Path(args.csv).parent} does not exist", file=sys.stderr)
         return 2
     try:
+        if args.csv:
+            check_output("--csv", args.csv, {"baseline": args.baseline, "other": args.other})
+    except OutputPathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         differences, table = compare_runs(Path(args.baseline), Path(args.other), metrics)
     except (OSError, ValueError) as error:  # a missing or unreadable run file, runs that do not pair
         print(f"error: {error}", file=sys.stderr)
@@ -105,7 +113,7 @@ def main(argv=None) -> int:
     print("\n".join(f"  {line}" for line in differences) if differences else "  none")
     print(markdown_table(table))
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        write_text_atomic(args.csv, table.to_csv(index=False))
     return 0
 
 

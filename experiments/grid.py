@@ -10,18 +10,56 @@ so a resume continues the unfinished ones.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import jax
 import pandas as pd
 
-from experiments.configs import merge, validate
+from experiments.configs import ConfigError, merge, validate
 from experiments.configs.grid import variant_grid
 from experiments.run import build_trainer, run_variant
 from lipctr.member_hparams import grid_points
 from lipctr.train import to_device
 
 MEMORY_FRACTION = 0.8  # of the free device memory a wave may plan to use
+GRID_LIMIT = 1000  # members of one variant's grid (points x programs x seeds) trained without --grid-limit
+
+
+def grid_members(config: dict) -> dict[str, int]:
+    """{variant: members it trains} of a config's grid (points x programs x seeds); {} without a grid."""
+    if not (config["grid"] or config["grid_programs"]):
+        return {}
+    programs = len(grid_points(config["grid_programs"]))
+    return {v: len(grid_points(variant_grid(config, v))) * programs * len(config["seeds"]) for v in config["variants"]}
+
+
+def check_grid_size(config: dict, limit: int | None) -> None:
+    """ConfigError when a variant's grid has more members than `limit` (None: GRID_LIMIT; 0: no limit)."""
+    limit = GRID_LIMIT if limit is None else limit
+    members = grid_members(config)
+    widest = max(members, key=members.get, default=None)
+    if limit and widest is not None and members[widest] > limit:
+        raise ConfigError(
+            f"--grid: variant {widest} would train {members[widest]:,} members (grid points x programs x seeds), "
+            f"above the limit of {limit:,}; shrink the grid, or raise the limit with --grid-limit "
+            f"{members[widest]} (--grid-limit 0: no limit)")
+
+
+def grid_note(config: dict, dataset) -> str:
+    """Members per variant and one epoch's estimated memory and time, measured on one member."""
+    members = grid_members(config)
+    variant = max(members, key=members.get)
+    size, seconds = one_member_epoch(config, dataset, variant)
+    count = members[variant]
+    return (f"grid: {', '.join(f'{v} {m:,} members' for v, m in members.items())}; one member's epoch took "
+            f"{seconds:.2f} s and {_size(size)} here, so one epoch of {variant}'s {count:,} members needs about "
+            f"{_size(count * size)} and at most {count * seconds:,.1f} s (less where members run in parallel)"
+            f"{'; waves of ' + str(config['max_members']) if config['max_members'] else ''}")
+
+
+def _size(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB"
 
 
 def waves(grid_points: list[dict], seeds: list[int], max_members: int) -> list[tuple[list[dict], list[int]]]:
@@ -99,13 +137,24 @@ def members_that_fit(free_bytes: int, member_bytes: int) -> int:
 def one_member_bytes(config: dict, dataset, variant: str) -> int:
     """Device bytes of one member's compiled epoch (arguments, outputs and temporaries, less the
     training data it shares with the other members), from XLA's memory analysis."""
+    return one_member_epoch(config, dataset, variant, timed=False)[0]
+
+
+def one_member_epoch(config: dict, dataset, variant: str, timed: bool = True) -> tuple[int, float]:
+    """(one_member_bytes, seconds of one run of that compiled epoch; NaN untimed)."""
     single = {**config, "grid": {}, "grid_programs": {}, "seeds": config["seeds"][:1], "lambda_sweep": []}
     trainer = build_trainer(single, dataset, variant)
     train = to_device(dataset.train)
     state, stopping = trainer.init(train["features"], single["seeds"], [single["loss"]["lambda_r"]])
-    memory = trainer.train_epoch.lower(state, stopping, train).compile().memory_analysis()
+    compiled = trainer.train_epoch.lower(state, stopping, train).compile()
+    memory = compiled.memory_analysis()
     data = sum(x.nbytes for x in jax.tree.leaves(train))
-    return int(memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes - data)
+    size = int(memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes - data)
+    if not timed:
+        return size, float("nan")
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(state, stopping, train))
+    return size, time.perf_counter() - start
 
 
 def wave_size(config: dict, dataset) -> int:

@@ -91,6 +91,22 @@ def chosen_final(chosen: dict) -> dict:
     return {"summary": {f"{members[0]['lambda_r']:g}": {}}, "members": members}
 
 
+def edge_notes(records: list[dict], chosen: dict[str, dict]) -> list[str]:
+    """One note per (variant, numeric grid key with 3 or more values) whose chosen value is the
+    smallest or largest of its range: the best may lie beyond the grid."""
+    notes = []
+    for variant, c in chosen.items():
+        for key, value in c["point"].items():
+            values = sorted({r["point"][key] for r in records if r["variant"] == variant and key in r["point"]})
+            if len(values) < 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                continue
+            if value in (values[0], values[-1]):
+                side = "smallest" if value == values[0] else "largest"
+                notes.append(f"{variant}: {key}={value:g} is the {side} value of its grid ({values[0]:g}..{values[-1]:g}); "
+                             "the best may lie beyond it: extend the range on that side")
+    return notes
+
+
 def describe(variant: str, chosen: dict) -> str:
     point = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen["point"].items())
     valid = _mean_std([m["best_valid_auc"] for m in chosen["members"]])

@@ -20,7 +20,7 @@ import jax
 from lipctr import runtime, sharding
 from lipctr.checkpoint import CheckpointError
 from lipctr.data import DataError
-from lipctr.io import write_json_atomic
+from lipctr.io import OutputPathError, check_output, write_json_atomic
 from lipctr.ranking import ranking_candidates
 from lipctr.run_files import RunFileError
 
@@ -30,8 +30,9 @@ from experiments import data_source
 from experiments.analysis import run_analyses
 from experiments.cli import parse_args, resolve_config
 from experiments.configs import ConfigError
-from experiments.grid import run_grid, wave_size
-from experiments.grid_report import chosen_final, describe, write_grid_outputs
+from experiments.evaluable import check_evaluable
+from experiments.grid import check_grid_size, grid_note, run_grid, wave_size
+from experiments.grid_report import chosen_final, describe, edge_notes, write_grid_outputs
 from experiments.report import write_report
 from experiments.run import run_variant
 from experiments.rundir import RunDirError, create_run_dir, lock_run_dir, read_run_config, resume_config
@@ -85,6 +86,17 @@ def test_candidates(config: dict, dataset):
         raise ConfigError(f"key 'eval.num_negatives' = {ev['num_negatives']}: {error}") from None
 
 
+def run_name(config: dict, dataset) -> str:
+    """A run's folder under --runs-dir: <model>_<dataset>, the dataset being the config's preset or,
+    for one's own files (data.format), the data set's name (its folder, or data.name)."""
+    return f"{config['model']}_{data_name(config, dataset)}"
+
+
+def data_name(config: dict, dataset) -> str:
+    """The config's preset dataset, or for one's own files (data.format) the data set's name."""
+    return dataset.name if "format" in config["data"] else config["dataset"]
+
+
 def run_stamp() -> str:
     """A new run directory's name: the local time to the second."""
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -100,7 +112,10 @@ def _open_run_dir(config: dict, args: argparse.Namespace, name: str) -> tuple[Pa
             write_json_atomic(run_dir / "config.json", config)  # what --epochs / --mesh changed
     else:
         parent = Path(args.runs_dir or "runs") / name
-        made = create_run_dir(parent, run_stamp()).name if primary else ""
+        try:
+            made = create_run_dir(parent, run_stamp()).name if primary else ""
+        except OSError as error:
+            raise RunDirError(f"--runs-dir {args.runs_dir or 'runs'}: cannot create {parent} ({error.strerror})") from None
         run_dir = parent / sharding.broadcast_text(made)
         lock = lock_run_dir(run_dir)
         if primary:
@@ -113,12 +128,14 @@ def run_config(config: dict, dataset, args, analyses, mesh=None, sweep_lambda: b
                candidates=None) -> Path:
     """Train one config's variants (and the lambda sweep and analyses asked for); its run dir.
     In a multi-host run every process trains, process 0 alone creates and writes files."""
-    name = f"{config['model']}_{config['dataset']}"
+    name = run_name(config, dataset)
     primary = sharding.is_primary()
     candidates = test_candidates(config, dataset) if candidates is None else candidates
     grid = bool(config["grid"] or config["grid_programs"])
     if grid or config["select_lambda"]:  # config.json records the wave size, so a resume keeps the waves
         config = {**config, "max_members": wave_size(config, dataset)}
+    if grid and primary and not args.resume:
+        print(grid_note(config, dataset), file=sys.stderr)
     run_dir, lock = _open_run_dir(config, args, name)
     try:
         if primary:
@@ -148,6 +165,8 @@ def run_config(config: dict, dataset, args, analyses, mesh=None, sweep_lambda: b
     if records:
         chosen = write_grid_outputs(run_dir, records)
         print("chosen on validation (grid.csv, selected.json): " + "; ".join(describe(v, c) for v, c in chosen.items()))
+        for note in edge_notes(records, chosen):
+            print(f"note: {note}")
         finals = {**{v: chosen_final(chosen[v]) for v in config["variants"] if grid}, **finals}
         if config["select_lambda"]:
             finals[VALIDATION_CHOSEN] = chosen_final(chosen["lambda_sweep"])
@@ -174,7 +193,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return _main(args)
-    except (ConfigError, DataError, sharding.MeshError, CheckpointError, RunDirError, RunFileError) as error:
+    except (ConfigError, DataError, sharding.MeshError, CheckpointError, RunDirError, RunFileError,
+            OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Interrupted as stop:
@@ -187,7 +207,12 @@ def main(argv=None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     analyses = parse_analyses(args.analysis)
+    if not args.resume:
+        check_output("--runs-dir", args.runs_dir or "runs", folder=True)
     configs = resolve_configs(args)
+    if not args.resume:
+        for config in configs:
+            check_grid_size(config, args.grid_limit)
     if "analyses" in analyses and any(c["grid"] or c["grid_programs"] for c in configs):
         raise ConfigError("--analysis analyses: not for a grid run (its variants hold many points); rerun the "
                           "chosen point (selected.json) without the grid to analyse it")
@@ -198,7 +223,8 @@ def _main(args: argparse.Namespace) -> int:
     mesh = start_devices(args, configs[0]["mesh"])
     dataset = data_source.load(configs[0])
     candidates = {}
-    for config in configs:  # every config's bound on eval.num_negatives, before any run directory
+    for config in configs:  # every config's data needs and bound on eval.num_negatives, before any run directory
+        check_evaluable(config, dataset)
         key = json.dumps(config["eval"], sort_keys=True)
         if key not in candidates:
             candidates[key] = test_candidates(config, dataset)
@@ -217,7 +243,7 @@ def _main(args: argparse.Namespace) -> int:
                 for config in configs]
     if "report" in analyses:
         out = run_dirs[0] if len(run_dirs) == 1 else (
-            Path(args.runs_dir or "runs") / f"study_{configs[0]['dataset']}" / run_dirs[0].name)
+            Path(args.runs_dir or "runs") / f"study_{data_name(configs[0], dataset)}" / run_dirs[0].name)
         print(f"report: {write_report(run_dirs, out)}")
     return 0
 

@@ -26,13 +26,14 @@ import pandas as pd
 from lipctr import runtime
 from lipctr.data import DataError, get_preset, load_dataset
 from lipctr.inference import load_run
-from lipctr.io import write_json_atomic, write_text_atomic
+from lipctr.io import check_output, write_json_atomic, write_text_atomic
 from lipctr.models import MODEL_NAMES
 from lipctr.ranking import ranking_candidates
 
 from experiments.analysis import (DENSE_NOISE_STDS, SPARSE_DATASETS, SPARSE_NOISE_STDS, local_lipschitz,
                                   noise_robustness, weight_norms)
 from experiments.configs import ConfigError, load_config, merge, named_config, validate
+from experiments.evaluable import check_evaluable
 from experiments.mechanism_controls import Control, choose
 from experiments.mechanism_report import write_mechanism_report
 from experiments.run import run_variant
@@ -137,6 +138,7 @@ def main(argv=None) -> int:
     try:
         if args.report_only and not args.resume:
             raise ConfigError("--report-only needs --resume DIR (the study to report)")
+        check_output("--runs-dir", args.runs_dir, folder=True)
         configs = study_configs(args)
         models = [c["model"] for c in configs]
         chosen = choose(args.controls)
@@ -144,6 +146,7 @@ def main(argv=None) -> int:
         if configs[0]["data_path"]:
             data_config = dataclasses.replace(data_config, path=configs[0]["data_path"])
         dataset = load_dataset(data_config)
+        check_evaluable(configs[0], dataset)
         root = study_root(args, configs[0]["dataset"])
     except (ConfigError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

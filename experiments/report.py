@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lipctr.io import write_text_atomic
+from lipctr.io import OutputPathError, check_output, write_text_atomic
 from experiments.figures import figure_gradients, figure_lambda, figure_noise, figure_theorem, forest_figure, save_png
 from experiments.report_tables import (analysis_summary, collect_analysis, compare, headline, lambda_table,
                                        markdown_table, pct_table, read_run, theorem_tables, timing_table)
@@ -92,8 +92,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else (Path(args.runs[0]) if len(args.runs) == 1 else Path("report"))
     try:
+        check_output("--out", out, folder=True)
         path = write_report([Path(r) for r in args.runs], out)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

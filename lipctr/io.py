@@ -72,3 +72,38 @@ def save_npz_atomic(path, **arrays) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+class OutputPathError(ValueError):
+    """An output path that would overwrite an input, or that cannot be created."""
+
+
+def check_output(flag: str, out, inputs: dict | None = None, folder: bool = False) -> None:
+    """OutputPathError naming `flag` unless `out` can be written without touching an input.
+
+    inputs: {name (a flag): a file or folder path, or None}. An output file may not be (after
+    resolving links) an input file, an existing file inside an input folder, or a folder; an
+    output folder (folder=True) may not be a file. Neither may lie below an existing file."""
+    out = Path(out)
+    target = out.resolve()
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"{flag} {out}: {parent} is a file, not a folder")
+            break
+    if folder:
+        if target.exists() and not target.is_dir():
+            raise OutputPathError(f"{flag} {out}: is a file, not a folder; give a folder (it is created if missing)")
+        return
+    if target.is_dir():
+        raise OutputPathError(f"{flag} {out}: is a folder; give a file name")
+    for name, path in (inputs or {}).items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if target == source:
+            raise OutputPathError(f"{flag} {out}: is the input {name} {path} (the same file after resolving "
+                                  "links); inputs are never overwritten: choose another output file")
+        if source.is_dir() and target.exists() and source in target.parents:
+            raise OutputPathError(f"{flag} {out}: is a file inside the input {name} {path}; inputs are never "
+                                  "overwritten: choose another output file")

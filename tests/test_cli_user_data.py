@@ -54,7 +54,9 @@ def test_own_csv_trains_end_to_end_and_the_folder_is_left_as_it_was(tmp_path, ca
     n = len(frame)
     train, valid, test = split_sizes(n, (0.8, 0.1, 0.1))
     assert f"mine: {n:,} interactions, train/valid/test {train:,}/{valid:,}/{test:,}" in err
-    (run_dir,) = (runs / "dcnv2_ml100k").iterdir()
+    assert sorted(p.name for p in runs.iterdir()) == ["dcnv2_mine"]  # named after the data, not the config
+    (run_dir,) = (runs / "dcnv2_mine").iterdir()
+    assert f"run directory {run_dir}" in err
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data_path"] == str(folder)
     assert config["data"] == {"format": "csv", "files": {"inter": "ratings.csv", "item": "movies.csv"},

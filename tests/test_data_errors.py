@@ -128,7 +128,8 @@ def test_csv_ragged_and_missing_column(tmp_path, quoted):
 def test_config_keys_that_match_nothing(tmp_path):
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,5\n")
     config = DataConfig("r", format="csv", path=str(tmp_path), files={"inter": "r.csv"}, columns={"uid": "user"})
-    with pytest.raises(DataError, match=r"columns renames \{'uid': 'user'\}, but no loaded table"):
+    with pytest.raises(DataError, match=r"renames \['uid'\], but no file has such a column; the files' columns are "
+                                        r"\['item_id', 'rating', 'user_id'\]"):
         load_dataset(config, cache=False)
     _write_inter(tmp_path, GOOD)
     with pytest.raises(DataError, match=r"field_types is for csv / parquet"):

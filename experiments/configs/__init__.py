@@ -156,7 +156,11 @@ def load_config(name_or_path: str) -> dict:
             raise ConfigError(f"config file {path}: {error}") from None
         base = DEFAULTS
         if "base" in data:
-            base = named_config(data.pop("base"))
+            name = data.pop("base")
+            if not isinstance(name, str) or name not in config_names():
+                raise ConfigError(f"config file {path}: key 'base' must name a built-in config <model>_<dataset> "
+                                  f"(e.g. dcnv2_ml100k), got {name!r}; known: {', '.join(config_names())}")
+            base = named_config(name)
         return validate(merge(base, data), source=str(path))
     return named_config(name_or_path)
 

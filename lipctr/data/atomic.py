@@ -98,6 +98,7 @@ def read_atomic_table(path: Path, columns: tuple[str, ...] | None, config: DataC
 
 def rename_columns(table: RawTable, renames: dict[str, str] | None) -> RawTable:
     """Apply DataConfig.columns (raw name -> field name) to the columns the table has."""
+    table.raw_columns = tuple(table.frame.columns)
     if not renames:
         return table
     mapping = {old: new for old, new in renames.items() if old in table.frame.columns}

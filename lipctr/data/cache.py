@@ -20,7 +20,8 @@ from lipctr.data.config import DataConfig
 from lipctr.data.schema import Dataset, Schema, Split
 from lipctr.io import write_atomically
 
-CACHE_VERSION = 3  # 2: readers reject nameless columns and accept BOMs; stats["warnings"]. 3: raw-id vocabularies
+CACHE_VERSION = 4  # 2: readers reject nameless columns and accept BOMs; stats["warnings"]. 3: raw-id vocabularies.
+# 4: a warning for dropped duplicate (user, item) rows
 SPLITS = ("train", "valid", "test")
 
 

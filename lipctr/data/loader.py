@@ -75,6 +75,11 @@ def read_raw(config: DataConfig) -> RawData:
             "files carry their own field types"
         )
     raw = readers[config.format](config)
+    in_files = {c for table in raw.tables().values() for c in table.raw_columns}
+    absent = sorted(set(config.columns or {}) - in_files)
+    if in_files and absent:
+        raise DataError(f"DataConfig(name={config.name!r}): columns (--columns, data.columns) renames {absent}, "
+                        f"but no file has such a column; the files' columns are {sorted(in_files)}")
     loaded = {c for table in raw.tables().values() for c in table.frame.columns}
     unused = {old: new for old, new in (config.columns or {}).items() if new not in loaded}
     if unused:

@@ -70,8 +70,16 @@ def filter_interactions(raw: RawData, config: DataConfig, stats: dict):
     inter = raw.inter
     user_codes, user_keys = _id_codes(inter, "user_id")
     item_codes, item_keys = _id_codes(inter, "item_id")
-    rows = _dedupe(user_codes, item_codes, _timestamps(inter))
+    times = _timestamps(inter)
+    rows = _dedupe(user_codes, item_codes, times)
     stats["duplicates_dropped"] = len(inter) - len(rows)
+    if stats["duplicates_dropped"]:
+        first = int(np.flatnonzero(~np.isin(np.arange(len(inter)), rows))[0])
+        kept = "the latest timestamp (equal timestamps: the later row)" if times is not None else "the later row"
+        stats.setdefault("warnings", []).append(
+            f"{inter.source}: {stats['duplicates_dropped']:,} duplicate (user_id, item_id) rows dropped; of each "
+            f"pair the row with {kept} is kept, e.g. {inter.where(first)} (user {user_keys[user_codes[first]]!r}, "
+            f"item {item_keys[item_codes[first]]!r}) was dropped")
     tables = {}
     for side, codes, keys in (("user", user_codes, user_keys), ("item", item_codes, item_keys)):
         table = getattr(raw, side)

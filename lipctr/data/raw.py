@@ -25,12 +25,14 @@ from lipctr.data.errors import DataError
 
 @dataclasses.dataclass
 class RawTable:
-    """One table. `lines[r]` is the file line of row r (None: rows are reported as "row r+1")."""
+    """One table. `lines[r]` is the file line of row r (None: rows are reported as "row r+1");
+    `raw_columns`: the file's column names before DataConfig.columns renamed them (() if none)."""
 
     frame: pd.DataFrame
     kinds: dict[str, str]
     source: str
     lines: np.ndarray | None = None
+    raw_columns: tuple[str, ...] = ()
 
     def where(self, row: int) -> str:
         """Location of frame row `row` for error messages, e.g. "ml-1m/ratings.dat line 17"."""

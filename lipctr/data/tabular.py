@@ -121,7 +121,7 @@ def _read_csv(path: Path, columns, renames: dict, config: DataConfig) -> RawTabl
         positions=[header.index(c) for c in wanted], names=fields, numeric=numeric,
         quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
     )
-    table = RawTable(frame, {f: _kind(f, config) for f in fields}, str(path), lines[1:])
+    table = RawTable(frame, {f: _kind(f, config) for f in fields}, str(path), lines[1:], tuple(header))
     return _convert_sequences(table, config)
 
 
@@ -141,7 +141,8 @@ def _read_parquet(path: Path, columns, renames: dict, config: DataConfig) -> Raw
             raise
         raise DataError(f"{path}: cannot be read as Parquet ({error})") from None
     frame.columns = [renames.get(c, c) for c in wanted]
-    table = RawTable(frame.reset_index(drop=True), {f: _kind(f, config) for f in frame.columns}, str(path))
+    table = RawTable(frame.reset_index(drop=True), {f: _kind(f, config) for f in frame.columns}, str(path),
+                     raw_columns=tuple(header))
     for field, kind in table.kinds.items():
         if kind == "float":
             table.frame[field] = _parquet_floats(table, field)
