@@ -15,7 +15,7 @@ MEMBER_MODES = ("auto", "vmap", "sequential")
 def sequential_members(mode: str) -> bool:
     """Whether members run one after another (lax.map) instead of batched (vmap). "auto": one
     after another on the CPU, where the step is compute-bound and a batched member costs more than
-    a member alone (NFM, 3 members: 0.82x the vmapped epoch, issue 12); vmapped on accelerators."""
+    a member alone (NFM, 3 members: 0.82x the vmapped epoch, docs/benchmarks.md); vmapped on accelerators."""
     if mode not in MEMBER_MODES:
         raise ValueError(f"train.members must be one of {MEMBER_MODES}, got {mode!r}")
     return mode == "sequential" or (mode == "auto" and jax.default_backend() == "cpu")

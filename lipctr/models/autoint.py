@@ -38,7 +38,7 @@ class SelfAttention(nn.Module):
 
     Both contractions (over a head, c = 4, and over the fields) are broadcast products summed
     over an axis, not batched dots: XLA:CPU runs tiny batched dots as one small matmul per
-    example, ~14x slower than the fused multiply-and-sum (issue 12).
+    example, ~14x slower than the fused multiply-and-sum (docs/benchmarks.md).
     """
 
     num_heads: int
