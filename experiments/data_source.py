@@ -24,6 +24,7 @@ KEY_TYPES = {  # [data] key -> the type its value must have
     "format": str, "name": str, "file_stem": str, "delimiter": str, "encoding": str, "seq_separator": str,
     "k_core": int, "num_ratings": int, "threshold": int, "split_seed": int, "max_seq_len": int,
     "split_ratios": list, "files": dict, "columns": dict, "field_types": dict, "load_col": dict,
+    "placement": str,  # not a DataConfig field: where the training split lives on a mesh (`placement`)
 }
 FORMATS = ("csv", "parquet", "atomic", "grouplens")
 OWN_DATA_HINT = ("To train on your own files give --format csv|parquet|atomic (and --inter FILE); "
@@ -79,6 +80,9 @@ def check_table(table: dict) -> None:
         wrong_int = kind is int and isinstance(value, bool)
         if wrong_int or not isinstance(value, (list, tuple) if kind is list else kind):
             raise DataError(f"key 'data.{key}' must be {kind.__name__}, got {type(value).__name__} ({value!r})")
+    if table.get("placement", "replicated") not in sharding.PLACEMENTS:
+        raise DataError(f"key 'data.placement' must be one of {', '.join(sharding.PLACEMENTS)}, "
+                        f"got {table['placement']!r}")
     if "format" in table and table["format"] not in FORMATS:
         raise DataError(f"key 'data.format' must be one of {', '.join(FORMATS)} (--format), got {table['format']!r}")
 
@@ -86,6 +90,7 @@ def check_table(table: dict) -> None:
 def dataset_config(config: dict) -> DataConfig:
     """The DataConfig of a validated experiment config (see the module docstring)."""
     table, folder = dict(config["data"]), config["data_path"] or None
+    table.pop("placement", None)
     if "format" not in table:
         for key in ("files", "name", "file_stem"):
             if key in table:
@@ -99,6 +104,13 @@ def dataset_config(config: dict) -> DataConfig:
                         "<stem>.inter/.user/.item: give data.file_stem, or --inter NAME.inter")
     name = table.pop("name", None) or Path(folder).expanduser().resolve().name or "data"
     return _replace(DataConfig(name, format=table.pop("format"), path=folder), table)
+
+
+def placement(config: dict) -> str:
+    """data.placement: "replicated" (the default: every device holds the whole training split, so
+    results do not depend on the mesh) or "sharded" (each device of the mesh's data axis holds
+    1/D of it and draws its part of each batch from it; for a split larger than one device)."""
+    return config.get("data", {}).get("placement", "replicated")
 
 
 def load(config: dict) -> Dataset:

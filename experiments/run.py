@@ -41,6 +41,7 @@ from lipctr.evaluation import member_metrics
 from lipctr.train import TrainConfig, to_device
 from lipctr.trainer import Trainer, fit
 
+from experiments import data_source
 from experiments.configs import model_hparams
 from experiments.history import history_rows, read_history
 from experiments.rundir import RunDirError
@@ -90,7 +91,8 @@ def build_trainer(config: dict, dataset: Dataset, variant: str, mesh=None, point
     model = controlled_model(model, spec.controls, per_member_embedding_l2="embedding_l2" in per_member)
     loss_config = spec.loss_config(schema.threshold)
     train_config = TrainConfig(**config["train"])
-    return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid), mesh)
+    return Trainer(model, loss_config, train_config, len(dataset.train), len(dataset.valid), mesh,
+                   data_source.placement(config))
 
 
 def _point(spec: variants.Variant, member: variants.Member) -> dict:
@@ -214,7 +216,8 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     history = _saved_history(checkpoints, labels, out / "metrics.csv", optimizer) if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh, points)
     controls = spec.controls
-    train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh)
+    train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh,
+                      data_source.placement(config))
     valid = to_device(dataset.valid, mesh)
     state, stopping = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members],
                                    member_values(spec, members, config["model"]))

@@ -19,11 +19,13 @@ import re
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 AXES = ("seeds", "data")
+PLACEMENTS = ("replicated", "sharded")  # of the training split (data.placement)
 _ITEM = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(-?\d+)\s*$")
 _EXAMPLES = "e.g. seeds=4 or seeds=2,data=2"
 
@@ -114,6 +116,71 @@ def put_replicated(tree, mesh: Mesh):
         return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
 
     return jax.tree.map(put, tree)
+
+
+def data_shards(num_rows: int, mesh: Mesh) -> tuple[int, int]:
+    """(D, rows per shard): the "data" axis size and ceil(num_rows / D)."""
+    size = mesh.shape["data"]
+    return size, math.ceil(num_rows / size)
+
+
+def process_rows(num_rows: int, mesh: Mesh) -> np.ndarray:
+    """The rows (int64, ascending; < num_rows) of a sharded split that this process's devices hold."""
+    size, per_shard = data_shards(num_rows, mesh)
+    local = {d.id for d in jax.local_devices()}
+    shards = sorted({j for j in range(size) for d in mesh.devices[..., j].ravel() if d.id in local})
+    rows = np.concatenate([np.arange(j * per_shard, (j + 1) * per_shard) for j in shards])
+    return rows[rows < num_rows]
+
+
+def put_sharded(tree, mesh: Mesh) -> tuple:
+    """Host arrays [n, ...] (the same on every process) -> (the tree as global arrays
+    [D * ceil(n / D), ...] split over "data" along axis 0 and replicated over "seeds", present:
+    float32 [D * ceil(n / D)], 1 on a real row and 0 on the padding rows past n (copies of row 0)).
+    Each device receives only its own rows, so each process puts only its part on its devices."""
+    num_rows = jax.tree.leaves(tree)[0].shape[0]
+    size, per_shard = data_shards(num_rows, mesh)
+    target = NamedSharding(mesh, PartitionSpec("data"))
+
+    def rows(index) -> np.ndarray:
+        return np.arange(*index[0].indices(size * per_shard))
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback((size * per_shard,) + x.shape[1:], target,
+                                            lambda index: x[np.where(rows(index) < num_rows, rows(index), 0)])
+
+    present = jax.make_array_from_callback((size * per_shard,), target,
+                                           lambda index: (rows(index) < num_rows).astype(np.float32))
+    return jax.tree.map(put, tree), present
+
+
+def shard_batches(key, per_shard: int, batch_size: int, size: int) -> tuple[jax.Array, jax.Array]:
+    """One epoch's batches of a split sharded over `size` data shards of per_shard rows: each
+    shard's own permutation of its rows cut into batches of batch_size // size. Indices int32
+    [num_batches, size, batch_size // size] into each shard, and weights of the same shape (0 on
+    the last batch's fillers, as lipctr.train.epoch_batches)."""
+    local = batch_size // size
+    num_batches = max(1, math.ceil(per_shard / local))
+    positions = jnp.arange(num_batches * local)
+
+    def one(shard_key):
+        return jax.random.permutation(shard_key, per_shard)[positions % per_shard].reshape(num_batches, local)
+
+    index = jnp.transpose(jax.vmap(one)(jax.random.split(key, size)), (1, 0, 2))
+    weights = (positions < per_shard).astype(jnp.float32).reshape(num_batches, 1, local)
+    return index, jnp.broadcast_to(weights, index.shape)
+
+
+def local_rows(tree, mesh: Mesh):
+    """Arrays [D * r, ...] split over "data" -> [D, r, ...], shard d's rows at [d] (no communication)."""
+    size, spec = mesh.shape["data"], NamedSharding(mesh, PartitionSpec("data"))
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x.reshape((size, -1) + x.shape[1:]), spec), tree)
+
+
+def take_local(rows, index):
+    """rows [D, r, ...] and index [D, b] -> a batch [D * b, ...]: shard d's rows at index[d]."""
+    return jax.tree.map(lambda x: jax.vmap(lambda xs, i: xs[i])(x, index).reshape((-1,) + x.shape[2:]), rows)
 
 
 def to_host(x) -> np.ndarray:

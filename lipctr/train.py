@@ -181,7 +181,7 @@ def train_step(model: CTRModel, loss_config: LossConfig, tx, params, model_state
 
 
 def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int, mesh=None,
-                  compute_dtype: str = "float32"):
+                  compute_dtype: str = "float32", placement: str = "replicated"):
     """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
 
     tx: an optax GradientTransformation, or a function of the member's hparams returning one
@@ -190,23 +190,40 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
 
     train = {"features": {...}, "rating": [n], "label": [n]} on the device. Batches come from
     `epoch_batches` (batch-norm statistics do see the weight-0 fillers of the last batch).
-    With a mesh, each batch is split over its "data" axis (lipctr.sharding).
+    With a mesh, each batch is split over its "data" axis (lipctr.sharding). With placement
+    "sharded" (and a mesh), train is `to_device(..., placement="sharded")`: each data shard draws
+    its part of every batch from its own rows, in its own per-epoch permutation.
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
+    sharded = mesh is not None and placement == "sharded"
+    if sharded:
+        shards, per_shard = sharding.data_shards(num_train, mesh)
+        if batch_size % shards:
+            raise ValueError(f"train.batch_size {batch_size} must be a multiple of the mesh's data axis ({shards}) "
+                             "under data.placement 'sharded'")
+        num_batches = max(1, math.ceil(per_shard / (batch_size // shards)))
     schema = getattr(model, "schema", None)  # optional: without it the gradient-norm log is NaN
     fields = (schema.user_field, schema.item_field) if schema is not None else (None, None)
     optimizer = tx if callable(tx) else (lambda hparams: tx)
 
     def epoch(state: TrainState, train: dict) -> tuple[TrainState, EpochStats]:
         key, perm_key, dropout_key = jax.random.split(state.key, 3)
-        batches, weights = epoch_batches(perm_key, num_train, batch_size)
+        if sharded:
+            batches, weights = sharding.shard_batches(perm_key, per_shard, batch_size, shards)
+            rows = sharding.local_rows(train, mesh)
+        else:
+            batches, weights = epoch_batches(perm_key, num_train, batch_size)
         config = member_loss_config(loss_config, state.lambda_r, state.hparams)
         own_model, own_tx = member_model(model, state.hparams), optimizer(state.hparams)
 
         def step(carry, inputs):
             params, model_state, opt_state = carry
             index, weight, step_number = inputs
-            batch = jax.tree.map(lambda x: x[index], train)
+            if sharded:
+                batch = sharding.take_local(rows, index)
+                weight = weight.reshape(-1) * batch.pop("present")
+            else:
+                batch = jax.tree.map(lambda x: x[index], train)
             if mesh is not None:
                 batch, weight = sharding.constrain_batch((batch, weight), mesh)
 
@@ -225,8 +242,14 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
     return epoch
 
 
-def to_device(split, mesh=None) -> dict:
-    """A Split -> {"features", "rating", "label"} of device arrays (replicated over a mesh)."""
+def to_device(split, mesh=None, placement: str = "replicated") -> dict:
+    """A Split -> {"features", "rating", "label"} of device arrays, replicated over a mesh; with
+    placement "sharded" split over its "data" axis (lipctr.sharding.put_sharded) plus "present"."""
     tree = {"features": dict(split.features), "rating": split.rating.astype(np.int32),
             "label": split.label.astype(np.float32)}
-    return jax.device_put(tree) if mesh is None else sharding.put_replicated(tree, mesh)
+    if mesh is None:
+        return jax.device_put(tree)
+    if placement == "sharded":
+        arrays, present = sharding.put_sharded(tree, mesh)
+        return {**arrays, "present": present}
+    return sharding.put_replicated(tree, mesh)

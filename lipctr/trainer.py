@@ -36,17 +36,18 @@ class Trainer:
 
     The programs compile once, on first use; `trace_counts` records how often each was traced.
     With a `mesh` (lipctr.sharding) the member axis is split over its "seeds" axis, batches over
-    its "data" axis, and what the host reads comes back replicated.
+    its "data" axis, and what the host reads comes back replicated; `placement` "sharded": the
+    training split is `to_device(..., mesh, "sharded")`, each device holding 1/D of it.
     """
 
     def __init__(self, model: CTRModel, loss_config: LossConfig, config: TrainConfig,
-                 num_train: int, num_valid: int, mesh=None):
+                 num_train: int, num_valid: int, mesh=None, placement: str = "replicated"):
         self.model, self.loss_config, self.config, self.mesh = model, loss_config, config, mesh
         self.tx = make_optimizer(config, model=model)
         self.sequential = sequential_members(config.members)
         self.trace_counts = {"epoch": 0, "evaluate": 0}
         epoch = make_epoch_fn(model, loss_config, functools.partial(make_optimizer, config, model=model), num_train,
-                              config.batch_size, mesh, config.compute_dtype)
+                              config.batch_size, mesh, config.compute_dtype, placement)
         predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
 
         def train_epoch(state, stopping, train):

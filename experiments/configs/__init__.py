@@ -235,9 +235,12 @@ def validate(config: dict, source: str = "config") -> dict:
     _check_training_numbers(config, source)
     if config["mesh"]:
         try:
-            parse_mesh(config["mesh"])
+            shards = parse_mesh(config["mesh"])["data"]
         except MeshError as error:
             raise ConfigError(f"{source}: key 'mesh': {error}") from None
+        if data_source.placement(config) == "sharded" and config["train"]["batch_size"] % shards:
+            raise ConfigError(f"{source}: key 'train.batch_size' ({config['train']['batch_size']}) must be a multiple "
+                              f"of the mesh's data axis ({shards}) under data.placement 'sharded'")
     try:
         preset = get_preset(config["dataset"])
         Controls(**config["controls"]).check_scale(preset.num_ratings, preset.threshold)
