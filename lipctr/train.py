@@ -27,6 +27,11 @@ from lipctr.precision import compute_params
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """How an ensemble trains (the same for every member unless a member carries its own value,
+    lipctr.member_hparams): AdamW's learning rate and weight decay, batch sizes, at most max_epochs
+    with early stopping after `patience` evaluations without a better validation AUC, how the
+    member axis is computed, the train step's compute dtype."""
+
     learning_rate: float = 1e-3
     weight_decay: float = 0.0  # the authors' Adam used none (optax.adamw defaults to 1e-4)
     batch_size: int = 4096

@@ -427,3 +427,85 @@ def test_check_model_names_the_hyper_parameter_without_computing():
                               ("xdeepfm", {"cin_layer_size": (5, 4)}, "even")]:
         with pytest.raises(ValueError, match=message):
             check_model(name, ml100k_schema() if name == "dcnv3" else SCHEMA, 1, **hp)
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+SHARD_WORKER = r'''
+import json, sys
+from pathlib import Path
+import numpy as np
+from experiments import configs
+from experiments.run import run_variant
+from lipctr import sharding
+from lipctr.ranking import ranking_candidates
+from tests.tiny_data import tiny_dataset
+
+out, ds = Path(sys.argv[1]), tiny_dataset()
+candidates = ranking_candidates(ds, "test", 20, 0, "positive")
+small = {"deepfm": {"mlp_hidden_size": [16]}, "dcn": {"mlp_hidden_size": [16], "cross_layer_num": 2},
+         "finalmlp": {"mlp1_hidden_units": [16], "mlp2_hidden_units": [8], "fs_hidden_units": [8]},
+         "gdcn": {"dnn_hidden_units": [16], "batch_norm": True}, "dcnv3": {"num_heads": 2, "tri_bce": True}}
+result = {}
+for name, hp in small.items():
+    config = configs.validate(configs.merge(configs.named_config(f"{name}_ml100k"), {
+        "model_hparams": hp, "train": {"batch_size": 256, "max_epochs": 2, "patience": 10},
+        "seeds": [2020, 2021], "variants": ["smooth"], "eval": {"num_negatives": 20}}))
+    logits = []
+    for spec in ("", "seeds=2,data=2"):
+        mesh = sharding.make_mesh(spec) if spec else None
+        run_variant(config, ds, "smooth", out / name / (spec or "one"), candidates, progress=False, mesh=mesh)
+        logits.append(np.load(out / name / (spec or "one") / "smooth" / "predictions.npz")["logits"])
+    result[name] = {"max_abs_diff": float(np.abs(logits[0] - logits[1]).max()), "shape": list(logits[0].shape)}
+(out / "result.json").write_text(json.dumps(result))
+'''
+
+
+@pytest.mark.slow  # five backbones, two meshes, in a 4-device subprocess (minutes)
+def test_sharded_runs_of_the_new_backbones_equal_the_unsharded_runs(tmp_path):
+    """Two seeds of each (DCNv3 with Tri-BCE, GDCN with batch-norm) on a seeds=2 x data=2 mesh of
+    4 CPU devices give the unsharded run's test logits to 1e-5."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "worker.py"
+    script.write_text(SHARD_WORKER)
+    env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=4")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert sorted(result) == sorted(NEW)
+    for name, facts in result.items():
+        assert facts["shape"][0] == 2 and facts["shape"][-1] == 5, (name, facts)
+        assert facts["max_abs_diff"] < 1e-5, (name, facts)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_embedding_offset_shifts_the_field_embeddings(name):
+    """The analyses' embedding_offset [B, F, d]: logits at e + delta equal numpy-free logits of a
+    model whose embedding rows are moved by delta (checked on a token field of distinct ids)."""
+    features = make_features()
+    features["user_id"] = np.arange(1, B + 1, dtype=np.int32)  # distinct rows: each can be moved alone
+    model, variables, _ = initialised(name, 5)
+    delta = np.zeros((B, SCHEMA.num_fields, model.embedding_dim), np.float32)
+    delta[:, 0] = np.random.default_rng(0).normal(size=(B, model.embedding_dim))
+    shifted = jax.tree.map(lambda x: x, variables)
+    table = np.array(shifted["params"]["embedding"]["tables"]["user_id"]["embedding"])
+    table[features["user_id"]] += delta[:, 0]
+    shifted["params"]["embedding"]["tables"]["user_id"]["embedding"] = jnp.asarray(table)
+    got = model.apply(variables, features, deterministic=True, embedding_offset=jnp.asarray(delta))
+    np.testing.assert_allclose(got, model.apply(shifted, features, deterministic=True), rtol=1e-5, atol=1e-5)
+
+
+def test_dcnv3_with_heads_refuses_a_per_head_width_offset():
+    model, variables, _ = initialised("dcnv3", 1, num_heads=2)
+    offset = jnp.zeros((B, SCHEMA.num_fields, model.embedding_dim))
+    with pytest.raises(ValueError, match="num_heads=2: embedding_offset must be"):
+        model.apply(variables, make_features(), embedding_offset=offset)

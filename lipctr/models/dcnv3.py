@@ -88,6 +88,10 @@ class DCNv3(CTRModel):
     def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
         self._check()
         emb = FeatureEmbedding(self.schema, self.embedding_dim * self.num_heads, name="embedding")(features)
+        if embedding_offset is not None and embedding_offset.shape[-1] != emb.shape[-1]:
+            raise ValueError(f"DCNv3 with num_heads={self.num_heads}: embedding_offset must be [B, F, "
+                             f"{emb.shape[-1]}] (H * d), got {embedding_offset.shape}; the embedding analyses "
+                             "take [B, F, d] and so need num_heads=1")
         emb = emb if embedding_offset is None else emb + embedding_offset  # [B, F, H * d]
         x0 = head_inputs(emb, self.num_heads)  # [B, H, D]
         norms = {"layer_norm": self.layer_norm, "batch_norm": self.batch_norm}
