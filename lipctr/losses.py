@@ -42,6 +42,12 @@ def check_aggregation(aggregation, where: str = "aggregation") -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    """How logits [B, K] are trained and scored: lambda_r weighs the rating CE against the click
+    BCE (eq. 13); threshold t_sh (ratings > t_sh are clicks); aggregation of p_hat ("prob": eq. 11,
+    "logit_sum": the authors' code); scale_penalty: the backbone's L2 term times (1 - lambda_r);
+    aux_rating: K = 1 + N (click logit, then a separate rating head); label_smoothing of the BCE
+    target. `lipctr.scaled_supervision_loss` is the per-example form for one's own model."""
+
     lambda_r: float = 0.7  # a traced per-member value inside the trainer's epoch
     threshold: int = 3  # ratings > threshold are positive
     aggregation: Aggregation = "prob"

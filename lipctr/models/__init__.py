@@ -51,6 +51,10 @@ def default_hparams(name: str) -> dict:
 
 
 def build_model(name: str, schema: Schema, num_outputs: int = 1, **hparams) -> CTRModel:
+    """The backbone `name` (one of MODEL_NAMES) for a dataset's `schema`, with num_outputs logits
+    (1: orig; N: one per rating; 1 + N: click logit + aux rating head) and any of its
+    hyper-parameters (`default_hparams(name)`); apply it to a features dict -> logits [B, num_outputs].
+    ValueError naming the model and the known names for an unknown model or hyper-parameter."""
     cls = model_class(name)
     unknown = set(hparams) - set(default_hparams(name))
     if unknown:

@@ -62,6 +62,9 @@ class SelfAttention(nn.Module):
 
 
 class AutoInt(CTRModel):
+    """AutoInt: features -> logits [B, num_outputs] = attention output + MLP branch + first-order
+    term, each K wide; fields: hyper-parameters (authors' ML-1M defaults)."""
+
     attention_size: int = 8
     n_layers: int = 3
     num_heads: int = 2

@@ -87,6 +87,10 @@ class MixedCrossNetwork(nn.Module):
 
 
 class DCNV2(CTRModel):
+    """DCN-V2: features -> logits [B, num_outputs] from cross layers and a batch-norm MLP over the
+    flat embeddings [B, F * d] (`structure` parallel or stacked); `penalty(params)`: reg_weight *
+    the cross weights' norms; fields: hyper-parameters (authors' ML-1M defaults)."""
+
     structure: str = "parallel"
     cross_layer_num: int = 2
     mixed: bool = False

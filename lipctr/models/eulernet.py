@@ -73,6 +73,9 @@ class EulerInteractionLayer(nn.Module):
 
 
 class EulerNet(CTRModel):
+    """EulerNet: features -> logits [B, num_outputs] from Euler interaction layers over complex field
+    vectors [B, F, d]; `penalty(params)`: reg_weight * the Euler layers' norms; fields: hyper-parameters."""
+
     order_list: tuple[int, ...] = (8,)
     drop_ex: float = 0.3
     drop_im: float = 0.5

@@ -96,6 +96,9 @@ def edge_attention(h: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 class FiGNN(CTRModel):
+    """FiGNN: features -> logits [B, num_outputs] from K attentional scorers over the field graph's
+    states [B, F, E]; fields: hyper-parameters (authors' ML-1M defaults)."""
+
     attention_size: int = 8
     n_layers: int = 2  # n_layers - 1 message-passing steps, as in RecBole
     num_heads: int = 2

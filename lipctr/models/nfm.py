@@ -19,6 +19,9 @@ def bi_interaction(emb: jax.Array) -> jax.Array:
 
 
 class NFM(CTRModel):
+    """NFM: features -> logits [B, num_outputs] = MLP(batch-norm(bi-interaction pooling [B, d])) +
+    K-wide first-order term; fields: hyper-parameters (authors' ML-1M defaults)."""
+
     mlp_hidden_size: tuple[int, ...] = (512, 512, 512)
     dropout_prob: float = 0.5
 

@@ -11,6 +11,9 @@ from lipctr.models.base import MLP, CTRModel, FirstOrderLinear, prediction_layer
 
 
 class WideDeep(CTRModel):
+    """Wide & Deep: features -> logits [B, num_outputs] = K-wide first-order (wide) term + MLP over
+    the flat field embeddings [B, F * d]; fields: hyper-parameters (authors' ML-1M defaults)."""
+
     mlp_hidden_size: tuple[int, ...] = (128, 128, 128)
     dropout_prob: float = 0.2
     scalar_side_branches: bool = False

@@ -103,6 +103,9 @@ class CIN(nn.Module):
 
 
 class XDeepFM(CTRModel):
+    """xDeepFM: features -> logits [B, num_outputs] = first-order + CIN + DNN, each K wide;
+    `penalty(params)`: reg_weight * the DNN, CIN and first-order weight norms; fields: hyper-parameters."""
+
     mlp_hidden_size: tuple[int, ...] = (512, 512, 512)
     cin_layer_size: tuple[int, ...] = (200, 200, 200)
     dropout_prob: float = 0.1
