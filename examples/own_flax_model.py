@@ -1,20 +1,13 @@
-"""Scaled supervision in your own flax model: orig vs scaled supervision vs an aux rating head.
-
-A tiny embedding + MLP model (not a lipctr backbone) trained with its own optax loop on ML-100K
-(fetched on first use) three ways: a 1-logit BCE head (orig), a 5-logit head trained with
-`lipctr.scaled_supervision_loss` (scaled), a click logit plus a rating head (`lipctr.aux_rating_loss`).
-Prints per variant `<variant> test AUC <mean> ± <std> over <S> seeds (<each seed>)`, each seed at
-its best validation AUC. About 2 minutes on a 2-core CPU.
+"""Scaled supervision in your own flax model, own optax loop, on ML-100K (fetched on first use):
+orig (1 logit, BCE) vs scaled (5 rating logits, `lipctr.scaled_supervision_loss`) vs aux (a click
+logit + a rating head, `lipctr.aux_rating_loss`). Prints per variant `<variant> test AUC <mean> ±
+<std> over <S> seeds (<each seed>)`, each seed at its best validation AUC; under a minute on a CPU.
 
     python examples/own_flax_model.py [--small]   # --small: synthetic data, 1 seed, 2 epochs
 """
 import argparse
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax  # noqa: E401
 
 import lipctr
 from lipctr.data import get_preset, load_dataset, synthetic_dataset
@@ -25,7 +18,7 @@ class TinyCTR(nn.Module):
     vocab: dict  # token field -> vocabulary size
     head: str  # "orig": 1 logit; "scaled": 5 rating logits; "aux": 1 click + 5 rating logits
 
-    @nn.compact
+    @nn.compact  # x: dict of token fields [B] -> logits [B, 1], [B, 5] or [B, 6]
     def __call__(self, x, deterministic=True):
         h = jnp.concatenate([nn.Embed(n, 16)(x[f]) for f, n in self.vocab.items()], -1)
         h = nn.Dropout(0.2, deterministic=deterministic)(nn.relu(nn.Dense(64)(h)))
@@ -64,7 +57,8 @@ def train(head, seed, data, epochs, lambda_r=0.7, batch=1024):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="orig vs scaled supervision vs aux rating head, own flax model")
-    small = parser.add_argument("--small", action="store_true") and parser.parse_args().small
+    parser.add_argument("--small", action="store_true", help="synthetic data, 1 seed, 2 epochs (the test suite)")
+    small = parser.parse_args().small
     data = synthetic_dataset("tiny") if small else load_dataset(get_preset("ml100k"))
     seeds, epochs = ([0], 2) if small else ([0, 1, 2], 15)
     for head in ("orig", "scaled", "aux"):
