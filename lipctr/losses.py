@@ -130,7 +130,7 @@ def check_ratings(rating, weights, num_classes: int, debug: bool = False) -> Non
         bad = values[(values < 1) | (values > num_classes)]
         if bad.size:
             raise ValueError(f"multihead_loss: rating must lie in 1..{num_classes} (the rating head's width), "
-                             f"got {bad.size} outside it, e.g. {bad.flat[0]!r}")
+                             f"got {bad.size} outside it, e.g. {bad.flat[0].item()!r}")
     elif debug:
         live = jnp.ones(jnp.shape(rating), bool) if weights is None else weights > 0
         outside = live & ((rating < 1) | (rating > num_classes))

@@ -42,7 +42,7 @@ def check_labels(labels, where: str) -> None:
     values = np.asarray(labels)
     bad = values[~np.isin(values, (0, 1))]
     if bad.size:
-        raise ValueError(f"{where}: labels must be 0 or 1, got {bad.size} other values, e.g. {bad.flat[0]!r}; "
+        raise ValueError(f"{where}: labels must be 0 or 1, got {bad.size} other values, e.g. {bad.flat[0].item()!r}; "
                          f"the order is {where}(scores, labels), the reverse of sklearn's (y_true, y_score)")
 
 

@@ -199,7 +199,7 @@ def test_select_lambda_reports_smooth_at_the_validation_best_lambda(tmp_path, ca
                  "--select-lambda", "--lambda-sweep", "0.0,1.0"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    (run_dir,) = (runs / "dcnv2_ml100k").iterdir()
+    (run_dir,) = (runs / "dcnv2_mine").iterdir()  # a run on own data is named after its folder
     sweep = json.loads((run_dir / "lambda_sweep" / "final.json").read_text())["members"]
     means = {lam: np.mean([m["best_valid_auc"] for m in sweep if m["lambda_r"] == lam]) for lam in (0.0, 1.0)}
     best = max(means, key=means.get)
@@ -247,7 +247,7 @@ def test_learning_rate_x_lambda_grid_end_to_end(tmp_path, capsys):
                  "--epochs", "2", "--grid", "train.learning_rate=1e-3,5e-2", "--grid", "loss.lambda_r=0.3,0.9"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    (run_dir,) = (runs / "dcnv2_ml100k").iterdir()
+    (run_dir,) = (runs / "dcnv2_mine").iterdir()  # a run on own data is named after its folder
     table = pd.read_csv(run_dir / "grid.csv")
     assert list(table["variant"]) == ["orig"] * 2 + ["smooth"] * 4  # orig: the grid without lambda_r
     selected = json.loads((run_dir / "selected.json").read_text())

@@ -97,7 +97,7 @@ def members(final: dict) -> list[tuple]:
     (["--set", "train.learning_rate=-0.001"], "key 'train.learning_rate' must be a positive number"),
     (["--set", "train.learning_rate=0.0"], "key 'train.learning_rate' must be a positive number"),
     (["--set", "eval.num_negatives=0"], "key 'eval.num_negatives' must be >= 1"),
-    (["--set", "eval.num_negatives=5000"], "key 'eval.num_negatives' = 5000: dataset 'tiny': user id"),
+    (["--set", "eval.num_negatives=5000"], "data set 'tiny' is too small for the ranking evaluation"),
 ])
 def test_bad_input_is_one_error_line_and_creates_nothing(monkeypatch, capsys, tmp_path, extra, expected):
     runs = tmp_path / "runs"
@@ -118,7 +118,8 @@ def test_num_negatives_bound_is_the_fewest_unseen_items_of_a_test_user(monkeypat
     bound = min(items - len(seen[int(u)]) for u in DATASET.test.features["user_id"])
     runs = tmp_path / "runs"
     code, err = run(monkeypatch, capsys, [*TINY, "--runs-dir", str(runs), "--set", f"eval.num_negatives={bound + 1}"])
-    assert code == 2 and f"leaving {bound} < num_negatives={bound + 1}" in error_line(err) and not runs.exists()
+    assert code == 2 and not runs.exists()
+    assert f"leaving {bound}; lower eval.num_negatives to at most {bound}" in error_line(err)
     assert cli.test_candidates(cli.resolve_config(cli.parse_args([*TINY, "--set", f"eval.num_negatives={bound}"])),
                                DATASET).num_candidates == bound + 1
 
