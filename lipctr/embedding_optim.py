@@ -67,10 +67,10 @@ def table_paths(schema, params) -> tuple[tuple[str, ...], ...]:
     leaves [vocab, width] named "embedding" under a key that is the field's name."""
     vocab = {f.name: f.vocab_size for f in schema.fields if f.kind in ("token", "token_seq")}
     found = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:  # [vocab, width], or [M, vocab, width]
         keys = tuple(getattr(k, "key", None) for k in path)
-        if len(keys) >= 2 and keys[-1] == "embedding" and keys[-2] in vocab and leaf.ndim == 2 \
-                and leaf.shape[0] == vocab[keys[-2]]:
+        if len(keys) >= 2 and keys[-1] == "embedding" and keys[-2] in vocab and leaf.ndim >= 2 \
+                and leaf.shape[-2] == vocab[keys[-2]]:
             found.append(keys)
     return tuple(found)
 
@@ -186,10 +186,12 @@ class RowOptimizer:
             return rows - lr * (step + wd * rows), AdagradRows(total)
         return rows - lr * (grad + wd * rows), state
 
-    def step(self, objective, model, params, opt_state: SparseOptState, features: dict):
+    def step(self, objective, model, params, opt_state: SparseOptState, features: dict, frozen=None):
         """One step: objective(model, params, features) -> (loss, aux) is differentiated with
         respect to the dense params and the batch's gathered rows. Returns ((loss, aux), params,
-        opt_state, grads); grads hold the row gradients [U, w] at the table paths."""
+        opt_state, grads); grads hold the row gradients [U, w] at the table paths. frozen (bool
+        [], optional): when true the rows and their state keep their values (a stopped member;
+        `freeze_dense` freezes the rest once per epoch without copying the tables)."""
         paths = self._paths(params)
         unique, local, schema = compact_ids(self.schema, features)
         ids = [unique[path[-2]] for path in paths]
@@ -202,9 +204,27 @@ class RowOptimizer:
         count = opt_state.count + 1
         tables, states = [], []
         for path, row_ids, row_values, state in zip(paths, ids, rows, opt_state.tables):
-            new_rows, new_state = self._rows(row_values, get_path(grads, path),
-                                             jax.tree.map(lambda s: _gather(s, row_ids), state), count)
+            old_state = jax.tree.map(lambda s: _gather(s, row_ids), state)
+            new_rows, new_state = self._rows(row_values, get_path(grads, path), old_state, count)
+            if frozen is not None:
+                new_rows, new_state = jax.tree.map(lambda a, b: jnp.where(frozen, a, b),
+                                                   (row_values, old_state), (new_rows, new_state))
             tables.append(_scatter(get_path(params, path), row_ids, new_rows))
             states.append(jax.tree.map(lambda s, n: _scatter(s, row_ids, n), state, new_state))
         params = set_paths(new, paths, tables)
         return (loss, aux), params, SparseOptState(dense_state, tuple(states), count), grads
+
+
+    def freeze_dense(self, freeze, stopped, new, old):
+        """freeze(stopped, new, old) (lipctr.early_stopping.freeze_stopped) of TrainStates [M, ...]
+        for all but the tables and their row states, which `step(frozen=stopped)` already kept: so
+        the epoch keeps no copy of the old tables (O(vocab) memory and time per epoch)."""
+        paths = table_paths(self.schema, new.params)
+
+        def strip(state):
+            return state._replace(params=set_paths(state.params, paths, [None] * len(paths)),
+                                  opt_state=state.opt_state._replace(tables=None))
+
+        frozen = freeze(stopped, strip(new), strip(old))
+        return frozen._replace(params=set_paths(frozen.params, paths, [get_path(new.params, p) for p in paths]),
+                               opt_state=frozen.opt_state._replace(tables=new.opt_state.tables))

@@ -166,17 +166,18 @@ def loss_fn(model: CTRModel, loss_config: LossConfig, params, model_state, batch
 
 
 def train_step(model: CTRModel, loss_config: LossConfig, tx, params, model_state, opt_state, batch: dict, weight,
-               dropout_key, compute_dtype: str = "float32"):
+               dropout_key, compute_dtype: str = "float32", frozen=None):
     """One optimiser step of ONE member -> (params, model_state, opt_state, loss, grads); params,
     grads and opt_state float32 whatever the compute dtype. With a RowOptimizer `tx`, the grads
-    of the embedding tables are those of the batch's unique rows [U, width] (lipctr.embedding_optim)."""
+    of the embedding tables are those of the batch's unique rows [U, width], and a true `frozen`
+    keeps the rows (lipctr.embedding_optim)."""
     if isinstance(tx, RowOptimizer):
         def objective(own_model, p, features):
             return loss_fn(own_model, loss_config, p, model_state, {**batch, "features": features}, weight,
                            dropout_key, compute_dtype)
 
         (loss, new_model_state), params, opt_state, grads = tx.step(objective, model, params, opt_state,
-                                                                    batch["features"])
+                                                                    batch["features"], frozen)
         return params, new_model_state, opt_state, loss, grads
     grad_fn = jax.value_and_grad(
         lambda p: loss_fn(model, loss_config, p, model_state, batch, weight, dropout_key, compute_dtype), has_aux=True)
@@ -187,7 +188,8 @@ def train_step(model: CTRModel, loss_config: LossConfig, tx, params, model_state
 
 def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int, mesh=None,
                   compute_dtype: str = "float32", placement: str = "replicated"):
-    """epoch(state, train) -> (state, EpochStats) for ONE member; vmap it over the ensemble.
+    """epoch(state, train, frozen=None) -> (state, EpochStats) for ONE member; vmap it over the
+    ensemble. frozen (bool []): a sparse embedding optimizer keeps the member's rows (train_step).
 
     tx: an optax GradientTransformation, or a function of the member's hparams returning one
     (its own learning rate / weight decay). The member's hparams also set its model's dropout
@@ -211,7 +213,7 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
     fields = (schema.user_field, schema.item_field) if schema is not None else (None, None)
     optimizer = tx if callable(tx) else (lambda hparams: tx)
 
-    def epoch(state: TrainState, train: dict) -> tuple[TrainState, EpochStats]:
+    def epoch(state: TrainState, train: dict, frozen=None) -> tuple[TrainState, EpochStats]:
         key, perm_key, dropout_key = jax.random.split(state.key, 3)
         if sharded:
             batches, weights = sharding.shard_batches(perm_key, per_shard, batch_size, shards)
@@ -234,7 +236,8 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
 
             step_key = jax.random.fold_in(dropout_key, step_number)
             params, new_model_state, opt_state, loss, grads = train_step(
-                own_model, config, own_tx, params, model_state, opt_state, batch, weight, step_key, compute_dtype)
+                own_model, config, own_tx, params, model_state, opt_state, batch, weight, step_key, compute_dtype,
+                frozen)
             norms = tuple(embedding_grad_norm(grads, field) for field in fields)
             return (params, new_model_state, opt_state), (loss, *norms)
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipctr import sharding
+from lipctr.embedding_optim import RowOptimizer
 from lipctr.early_stopping import EarlyStopping, freeze_stopped, init_early_stopping, update_early_stopping
 from lipctr.ensemble import over_members, sequential_members
 from lipctr.evaluation import make_predict_fn, member_metrics
@@ -52,6 +53,9 @@ class Trainer:
 
         def train_epoch(state, stopping, train):
             self.trace_counts["epoch"] += 1
+            if isinstance(self.tx, RowOptimizer):  # stopped members' rows are kept inside the steps
+                new_state, stats = self._vmap(epoch, (0, None, 0))(state, train, stopping.stopped)
+                return self.tx.freeze_dense(freeze_stopped, stopping.stopped, new_state, state), stats
             new_state, stats = self._vmap(epoch, (0, None))(state, train)
             return freeze_stopped(stopping.stopped, new_state, state), stats
 

@@ -211,3 +211,53 @@ def test_grid_programs_over_the_embedding_optimizer_validate():
     with pytest.raises(ConfigError, match="grid_programs key 'train.embedding_optimizer' value 'adam': key "
                                           "'train.embedding_optimizer' must be one of"):
         validate(config, source="x")
+
+
+def _eqns(jaxpr):
+    """Every equation of a jaxpr, sub-jaxprs (jit, custom derivatives, scan, cond) included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _eqns(inner)
+
+
+def test_only_the_row_scatters_touch_vocabulary_sized_arrays():
+    """The cost of a sparse step does not grow with the vocabulary: of all its operations only the
+    scatters of the updated rows (into the tables and their state) produce a vocab-sized array;
+    dense AdamW computes on every row."""
+    vocab = 100_003  # no other dimension has this size
+    ds = tiny_dataset(num_users=vocab - 1, num_interactions=300)
+    model = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(8,))
+    batch = jax.tree.map(lambda x: x[:BATCH], to_device(ds.train))
+    params = model.init({"params": jax.random.key(0)}, batch["features"], deterministic=True)["params"]
+
+    def big_ops(name):
+        tx = make_optimizer(TrainConfig(embedding_optimizer=name), model=model)
+        jaxpr = jax.make_jaxpr(lambda p, o: train_step(model, LOSS, tx, p, {}, o, batch, jnp.ones(BATCH),
+                                                       jax.random.key(0), frozen=jnp.bool_(False)))(
+            params, tx.init(params))
+        return [e.primitive.name for e in _eqns(jaxpr.jaxpr) if any(vocab in getattr(v.aval, "shape", ())
+                                                                   for v in e.outvars)]
+
+    for name, scatters in (("lazy_adam", 6), ("rowwise_adagrad", 4), ("sgd", 2)):  # 2 user tables x (rows + state)
+        assert big_ops(name) == ["scatter"] * scatters, name
+    assert len(big_ops("adamw")) > 20
+
+
+def test_a_stopped_member_keeps_its_whole_state_under_a_sparse_optimizer():
+    ds = tiny_dataset(num_interactions=600)
+    train = to_device(ds.train)
+    model = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(8,))
+    config = TrainConfig(batch_size=128, embedding_optimizer="lazy_adam")
+    trainer = Trainer(model, LOSS, config, len(ds.train), len(ds.valid))
+    state, stopping = trainer.init(train["features"], [2020, 2021], [0.5, 0.5])
+    before = jax.tree.map(np.asarray, state.saved())  # train_epoch donates the state
+    stopping = stopping._replace(stopped=jnp.array([True, False]))
+    after, _ = trainer.train_epoch(state, stopping, train)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after.saved()), strict=True):
+        np.testing.assert_array_equal(a[0], np.asarray(b)[0])
+    moved = before.params["embedding"]["tables"]["user_id"]["embedding"][1]
+    assert not np.array_equal(moved, np.asarray(after.params["embedding"]["tables"]["user_id"]["embedding"])[1])
