@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     except OutputPathError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    log(runtime.device_line())  # the devices this sweep trains on
     dataset, preference = load_data(config)
     try:
         frame, buckets = run_sweep(config, dataset, preference, runs_dir, log, progress=True)

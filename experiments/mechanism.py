@@ -155,6 +155,7 @@ def main(argv=None) -> int:
         root.mkdir(parents=True, exist_ok=False)
         write_json_atomic(root / "study.json", {"argv": sys.argv[1:] if argv is None else list(argv),
                                                 "models": models, "controls": [c.name for c in chosen]})
+    print(runtime.device_line(), file=sys.stderr)  # the devices this study trains on
     print(f"mechanism study: {', '.join(models)} x {', '.join(c.name for c in chosen)}; {root}", file=sys.stderr)
     ev = configs[0]["eval"]
     candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
