@@ -88,7 +88,13 @@ def test_bad_control_config_values_stop_with_the_key(update, message):
 def small_config(model: str, **controls) -> dict:
     hparams = {"dcnv2": {"mlp_hidden_size": [16], "embedding_dim": 4},
                "xdeepfm": {"mlp_hidden_size": [16], "cin_layer_size": [4, 4], "embedding_dim": 4},
-               "fignn": {"embedding_dim": 4, "attention_size": 4}}[model]
+               "fignn": {"embedding_dim": 4, "attention_size": 4},
+               "deepfm": {"mlp_hidden_size": [16], "embedding_dim": 4},
+               "dcn": {"mlp_hidden_size": [16], "embedding_dim": 4, "cross_layer_num": 2},
+               "finalmlp": {"mlp1_hidden_units": [16], "mlp2_hidden_units": [8], "fs_hidden_units": [8],
+                            "embedding_dim": 4},
+               "gdcn": {"dnn_hidden_units": [16], "embedding_dim": 4},
+               "dcnv3": {"embedding_dim": 4, "num_heads": 2}}[model]
     return validate(configs.merge(named_config(f"{model}_ml100k"), {"model_hparams": hparams, "controls": controls,
                                                                     "train": {"batch_size": 256, "max_epochs": 3,
                                                                               "patience": 9}}))
@@ -121,8 +127,8 @@ def test_aux_rating_scores_clicks_from_the_bce_head_only():
                                expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("model", ["dcnv2", pytest.param("xdeepfm", marks=pytest.mark.slow),
-                                   pytest.param("fignn", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model", ["dcnv2", *(pytest.param(m, marks=pytest.mark.slow) for m in (
+    "xdeepfm", "fignn", "deepfm", "dcn", "finalmlp", "gdcn", "dcnv3"))])
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_aux_rating_click_head_trains_as_orig_at_lambda_zero(model):
     """Same seed, same init of the click column and shared parameters, lambda_r = 0: the click
