@@ -43,6 +43,7 @@ def test_a_tiny_vocab_series_runs_and_writes_its_table_and_figure(tmp_path, caps
     (["--series", "vocab", "--sizes", "1k"], "--sizes: expected comma-separated integers"),
     (["--series", "devices", "--curves", "lazy_adam"], "--curves: devices takes replicated, sharded"),
     ([], "--series is required"),
+    (["--series", "devices", "--optimizer", "adam"], "--optimizer: one of adamw"),
 ])
 def test_bad_arguments_are_one_usage_error(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
