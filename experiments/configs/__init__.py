@@ -159,7 +159,8 @@ def load_config(name_or_path: str) -> dict:
             name = data.pop("base")
             if not isinstance(name, str) or name not in config_names():
                 raise ConfigError(f"config file {path}: key 'base' must name a built-in config <model>_<dataset> "
-                                  f"(e.g. dcnv2_ml100k), got {name!r}; known: {', '.join(config_names())}")
+                                  f"(e.g. dcnv2_ml100k), got {name!r}; <model> is one of {', '.join(MODEL_NAMES)}, <dataset> one of "
+                                  f"{', '.join(DATASETS)}")
             base = named_config(name)
         return validate(merge(base, data), source=str(path))
     return named_config(name_or_path)
