@@ -261,3 +261,43 @@ def test_a_stopped_member_keeps_its_whole_state_under_a_sparse_optimizer():
         np.testing.assert_array_equal(a[0], np.asarray(b)[0])
     moved = before.params["embedding"]["tables"]["user_id"]["embedding"][1]
     assert not np.array_equal(moved, np.asarray(after.params["embedding"]["tables"]["user_id"]["embedding"])[1])
+
+
+def _backbone_case(name):
+    from lipctr.models import default_hparams
+
+    small = {"mlp_hidden_size": (16,), "cin_layer_size": (8,), "mlp1_hidden_units": (16,), "mlp2_hidden_units": (8,),
+             "fs_hidden_units": (8,), "dnn_hidden_units": (16,), "reg_weight": 0.0}  # a penalty on the tables
+    defaults = default_hparams(name)  # reads all rows under "adamw", only the batch's under a sparse one
+    return {k: v for k, v in small.items() if k in defaults}
+
+
+FAST_BACKBONES = ("xdeepfm", "fignn")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST_BACKBONES else pytest.mark.slow)
+                                  for n in __import__("lipctr.models", fromlist=["MODEL_NAMES"]).MODEL_NAMES])
+def test_every_backbone_gets_the_dense_gradient_from_its_rows(name):
+    """For every registered backbone the sparse step's gradients (dense layers, and the row
+    gradients scattered back into tables) equal the dense gradient, dropout and batch-norm on."""
+    ds = tiny_dataset(num_interactions=400)
+    model = build_model(name, ds.schema, 5, **_backbone_case(name))
+    batch = jax.tree.map(lambda x: x[:BATCH], to_device(ds.train))
+    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, batch["features"],
+                           deterministic=True)
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    key, weight = jax.random.key(3), jnp.ones(BATCH)
+    dense = jax.jit(jax.grad(lambda p: loss_fn(model, LOSS, p, state, batch, weight, key)[0]))(params)
+    tx = make_optimizer(TrainConfig(embedding_optimizer="sgd"), model=model)
+    rows = jax.jit(lambda p: train_step(model, LOSS, tx, p, state, tx.init(p), batch, weight, key)[4])(params)
+    unique, _, _ = compact_ids(model.schema, batch["features"])
+    paths = table_paths(model.schema, params)
+    assert paths
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dense)[0]:
+        keys, expected = tuple(k.key for k in path), np.asarray(leaf)
+        got = np.asarray(get_path(rows, keys))
+        if keys in paths:
+            ids, scattered = np.asarray(unique[keys[-2]]), np.zeros_like(expected)
+            np.add.at(scattered, ids[ids < len(expected)], got[ids < len(expected)])
+            got = scattered
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-5, err_msg=f"{name} {keys}")
