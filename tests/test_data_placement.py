@@ -74,6 +74,20 @@ elif mode == "train":
 else:
     facts["process"] = jax.process_index()
     facts.update(shard_facts("data=4"))
+    if sys.argv[5] == "train":  # two epochs of a lazy_adam ensemble on the sharded split
+        from lipctr.losses import LossConfig
+        from lipctr.models import build_model
+        from lipctr.train import TrainConfig
+        from lipctr.trainer import Trainer, fit
+        mesh = sharding.make_mesh("data=4")
+        config = TrainConfig(learning_rate=5e-3, batch_size=256, max_epochs=2, embedding_optimizer="lazy_adam")
+        model = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(16,))
+        trainer = Trainer(model, LossConfig(lambda_r=0.5), config, len(ds.train), len(ds.valid), mesh, "sharded")
+        train, valid = to_device(ds.train, mesh, "sharded"), to_device(ds.valid, mesh)
+        state, stopping = trainer.init(train["features"], [2020, 2021], [0.5, 0.5])
+        records = []
+        fit(trainer, state, stopping, train, valid, lambda s, e, r: records.append(r))
+        facts["valid_auc"] = [r.valid_auc.tolist() for r in records]
 (out / f"facts{jax.process_index()}.json").write_text(json.dumps(facts))
 '''
 
@@ -115,9 +129,13 @@ def test_four_devices_hold_a_quarter_of_the_split_each(tmp_path):
     assert sorted(tuple(s["rows"]) for s in both["shards"]) == [(0, 1201), (0, 1201), (1201, 2402), (1201, 2402)]
 
 
+def multihost(tmp_path, train: bool) -> list[dict]:
+    port, what = str(_free_port()), "train" if train else "load"
+    return _run_workers(tmp_path, [(["multihost", str(tmp_path), port, str(i), what], None) for i in (0, 1)])
+
+
 def test_two_processes_hold_disjoint_halves(tmp_path):
-    port = _free_port()
-    facts = _run_workers(tmp_path, [(["multihost", str(tmp_path), str(port), str(i)], None) for i in (0, 1)])
+    facts = multihost(tmp_path, train=False)
     halves = [set(f["process_rows"]) for f in facts]
     assert [f["process"] for f in facts] == [0, 1]
     assert halves[0].isdisjoint(halves[1]) and halves[0] | halves[1] == set(range(2402))
@@ -128,6 +146,14 @@ def test_two_processes_hold_disjoint_halves(tmp_path):
             rows |= set(range(s["rows"][0], min(s["rows"][1], 2402)))
             assert s["equal"] and s["present"]
         assert rows == half and len(f["shards"]) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_their_halves_to_the_same_numbers(tmp_path):
+    facts = multihost(tmp_path, train=True)
+    aucs = [np.array(f["valid_auc"]) for f in facts]
+    assert aucs[0].shape == (2, 2) and np.all(np.isfinite(aucs[0])) and aucs[0][-1].mean() > 0.5
+    np.testing.assert_array_equal(aucs[0], aucs[1])  # one global program: every process reads the same
 
 
 @pytest.mark.slow
