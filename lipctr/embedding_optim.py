@@ -144,7 +144,8 @@ class RowOptimizer:
     @classmethod
     def create(cls, name: str, dense, learning_rate, weight_decay, model) -> "RowOptimizer":
         if name not in SPARSE_OPTIMIZERS:
-            raise ValueError(f"train.embedding_optimizer must be one of {', '.join(EMBEDDING_OPTIMIZERS)}, got {name!r}")
+            raise ValueError(f"train.embedding_optimizer must be one of {', '.join(EMBEDDING_OPTIMIZERS)}, "
+                             f"got {name!r}")
         return cls(name, dense, learning_rate, weight_decay, _field_schema(model, name))
 
     def _paths(self, params):

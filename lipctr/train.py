@@ -40,7 +40,7 @@ class TrainConfig:
     patience: int = 5  # stop after this many consecutive evaluations without a better valid AUC
     members: str = "auto"  # how the member axis is computed: "vmap", "sequential" or "auto" (lipctr.ensemble)
     compute_dtype: str = "float32"  # "bfloat16": the train step's matmuls and activations (lipctr.precision)
-    embedding_optimizer: str = "adamw"  # or "lazy_adam", "rowwise_adagrad", "sgd": touched rows only (lipctr.embedding_optim)
+    embedding_optimizer: str = "adamw"  # "lazy_adam", "rowwise_adagrad", "sgd": touched rows (lipctr.embedding_optim)
     embedding_learning_rate: float = 0.0  # a sparse embedding optimizer's own learning rate; 0 = learning_rate
 
 class SavedState(NamedTuple):
