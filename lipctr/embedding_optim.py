@@ -215,7 +215,6 @@ class RowOptimizer:
         params = set_paths(new, paths, tables)
         return (loss, aux), params, SparseOptState(dense_state, tuple(states), count), grads
 
-
     def freeze_dense(self, freeze, stopped, new, old):
         """freeze(stopped, new, old) (lipctr.early_stopping.freeze_stopped) of TrainStates [M, ...]
         for all but the tables and their row states, which `step(frozen=stopped)` already kept: so
