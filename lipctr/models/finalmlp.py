@@ -53,7 +53,8 @@ class FeatureGate(nn.Module):
             sub = Schema(tuple(self.schema[n] for n in self.context))
             ctx = FieldTables(sub, self.embedding_dim, name="context_embedding")(features).reshape(batch, -1)
         else:
-            ctx = jnp.broadcast_to(self.param("context_bias", zeros, (self.embedding_dim,)), (batch, self.embedding_dim))
+            bias = self.param("context_bias", zeros, (self.embedding_dim,))
+            ctx = jnp.broadcast_to(bias, (batch, self.embedding_dim))
         gate = MLPBlock(self.hidden, output_dim=self.width, output_activation="sigmoid", name="mlp")(ctx, True)
         return 2.0 * gate
 
@@ -114,6 +115,7 @@ class FinalMLP(CTRModel):
                 gate = FeatureGate(self.schema, names, tuple(self.fs_hidden_units), flat.shape[-1],
                                    self.embedding_dim, name=f"fs{i}_gate")(features, batch)
                 inputs[i - 1] = flat * gate.astype(flat.dtype)
-        h1 = MLPBlock(self.mlp1_hidden_units, self.mlp1_dropout, self.mlp1_batch_norm, name="mlp1")(inputs[0], deterministic)
-        h2 = MLPBlock(self.mlp2_hidden_units, self.mlp2_dropout, self.mlp2_batch_norm, name="mlp2")(inputs[1], deterministic)
+        mlp1 = MLPBlock(self.mlp1_hidden_units, self.mlp1_dropout, self.mlp1_batch_norm, name="mlp1")
+        mlp2 = MLPBlock(self.mlp2_hidden_units, self.mlp2_dropout, self.mlp2_batch_norm, name="mlp2")
+        h1, h2 = mlp1(inputs[0], deterministic), mlp2(inputs[1], deterministic)
         return InteractionAggregation(self.num_outputs, self.num_heads, name="fusion")(h1, h2)  # [B, K]
