@@ -5,6 +5,7 @@ A config key (dotted, as in experiments/configs) maps to the name the member car
 `TrainState.hparams` (a float32 [] per member, [M] stacked):
 
   train.learning_rate, train.weight_decay   -> the member's AdamW (lipctr.train.make_optimizer)
+  train.embedding_learning_rate             -> its sparse embedding optimizer's rate (lipctr.embedding_optim)
   controls.label_smoothing                  -> its LossConfig.label_smoothing
   controls.embedding_l2                     -> its controlled model's embedding_l2
   model_hparams.<dropout rate>              -> the backbone's field (dropout_prob, attn_dropout_prob,
@@ -27,17 +28,19 @@ from lipctr.losses import LossConfig
 from lipctr.models import default_hparams
 
 _FIXED = {"train.learning_rate": "learning_rate", "train.weight_decay": "weight_decay",
+          "train.embedding_learning_rate": "embedding_learning_rate",
           "loss.lambda_r": "lambda_r", "controls.label_smoothing": "label_smoothing",
           "controls.embedding_l2": "embedding_l2"}
 DROPOUT_FIELDS = ("dropout_prob", "dropout_probs", "attn_dropout_prob", "hidden_dropout_prob", "drop_ex", "drop_im",
                   "net_dropout", "mlp1_dropout", "mlp2_dropout", "deep_net_dropout", "shallow_net_dropout")
 MODEL_FIELDS = DROPOUT_FIELDS + ("reg_weight",)
 LOSS_NAMES = ("label_smoothing",)  # LossConfig fields (lambda_r is TrainState's own)
-OPTIMIZER_NAMES = ("learning_rate", "weight_decay")
-SHORT_NAMES = {"train.learning_rate": "lr", "train.weight_decay": "wd", "loss.lambda_r": "lambda",
+OPTIMIZER_NAMES = ("learning_rate", "weight_decay", "embedding_learning_rate")
+SHORT_NAMES = {"train.learning_rate": "lr", "train.weight_decay": "wd", "train.embedding_learning_rate": "elr", "loss.lambda_r": "lambda",
                "controls.label_smoothing": "ls", "controls.embedding_l2": "embreg"}
 # the values each name may take: (lowest, lowest included, highest, highest included)
-_RANGES = {"learning_rate": (0.0, False, float("inf"), False), "lambda_r": (0.0, True, 1.0, True),
+_POSITIVE = (0.0, False, float("inf"), False)
+_RANGES = {"learning_rate": _POSITIVE, "embedding_learning_rate": _POSITIVE, "lambda_r": (0.0, True, 1.0, True),
            "label_smoothing": (0.0, True, 1.0, False), **{f: (0.0, True, 1.0, False) for f in DROPOUT_FIELDS}}
 _NON_NEGATIVE = (0.0, True, float("inf"), False)
 

@@ -85,13 +85,17 @@ def make_optimizer(config: TrainConfig, hparams: dict | None = None, model=None)
     """AdamW at the config's learning rate and weight decay, or at a member's own (hparams
     "learning_rate" / "weight_decay", traced float32 []); its state does not depend on them.
     With a sparse `config.embedding_optimizer`, a RowOptimizer for `model`'s embedding tables
-    (at embedding_learning_rate, or the same learning rate when that is 0) and AdamW for the rest."""
+    (at the member's or the config's embedding_learning_rate; the learning rate when that is 0)
+    and AdamW for the rest."""
     own = {name: value for name, value in (hparams or {}).items() if name in OPTIMIZER_NAMES}
     dense = optax.adamw(own.get("learning_rate", config.learning_rate),
                         weight_decay=own.get("weight_decay", config.weight_decay))
     if config.embedding_optimizer == "adamw":
         return dense
-    rate = config.embedding_learning_rate or own.get("learning_rate", config.learning_rate)
+    if "embedding_learning_rate" in own:  # the member's own (a per-member grid)
+        rate = own["embedding_learning_rate"]
+    else:
+        rate = config.embedding_learning_rate or own.get("learning_rate", config.learning_rate)
     return RowOptimizer.create(config.embedding_optimizer, dense, rate,
                                own.get("weight_decay", config.weight_decay), model)
 

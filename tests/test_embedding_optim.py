@@ -150,6 +150,35 @@ def test_members_with_their_own_learning_rates_take_their_own_steps():
     assert np.abs(user[0] - user[1]).max() > 1e-2  # the two rates moved the rows differently
 
 
+@pytest.mark.slow
+def test_members_with_their_own_embedding_learning_rates_equal_each_alone():
+    ds = tiny_dataset(num_interactions=600)
+    train, valid = to_device(ds.train), to_device(ds.valid)
+    model = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(8,))
+
+    def run(hparams, rate=0.0):
+        config = TrainConfig(batch_size=128, max_epochs=2, patience=9, members="sequential",
+                             embedding_optimizer="rowwise_adagrad", embedding_learning_rate=rate)
+        trainer = Trainer(model, LOSS, config, len(ds.train), len(ds.valid))
+        seeds = [2020] * len(next(iter(hparams.values()), [0]))
+        state, stopping = trainer.init(train["features"], seeds, [0.5] * len(seeds), hparams)
+        return fit(trainer, state, stopping, train, valid)[0].params
+
+    both = run({"embedding_learning_rate": [0.01, 0.2]})
+    for i, rate in enumerate((0.01, 0.2)):
+        for a, b in zip(jax.tree.leaves(both), jax.tree.leaves(run({}, rate))):
+            np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0], atol=2e-5)
+
+
+def test_a_grid_over_the_embedding_learning_rate_needs_a_sparse_optimizer():
+    config = named_config("widedeep_ml100k")
+    config["grid"] = {"train.embedding_learning_rate": [0.01, 0.2]}
+    with pytest.raises(ConfigError, match="applies to a sparse train.embedding_optimizer"):
+        validate(config)
+    config["train"]["embedding_optimizer"] = "rowwise_adagrad"
+    assert validate(config)["grid"] == {"train.embedding_learning_rate": [0.01, 0.2]}
+
+
 def test_bf16_sparse_step_keeps_float32_state_and_tracks_float32_gradients(setup):
     ds, model, params, batches = setup
     config = TrainConfig(learning_rate=0.01, embedding_optimizer="lazy_adam")
