@@ -44,6 +44,7 @@ from lipctr.trainer import Trainer, fit
 from experiments import data_source
 from experiments.configs import model_hparams
 from experiments.history import history_rows, read_history
+from experiments.tensorboard_log import open_log
 from experiments.rundir import RunDirError
 
 METRIC_KEYS = ("auc", "logloss")
@@ -226,6 +227,8 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
         state, stopping, epoch_done, info = _restore(checkpoints, trainer, state, stopping, config, num, name)
         history = [row for row in history if row["epoch"] <= epoch_done]  # older if the newest was damaged
         seconds_before = float(info.get("train_seconds", 0.0))
+    board = open_log(config, out, variant, labels, members, [spec.member_point(m) for m in members],
+                     history) if sharding.is_primary() else None  # TensorBoard: log.tensorboard
 
     model_name = config["model"]
     bar = tqdm(total=config["train"]["max_epochs"], initial=len(history) // max(len(members), 1),
@@ -235,9 +238,12 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     reported_divergence = set()
 
     def on_epoch(state, stopping, record):
-        history.extend(history_rows(record, labels, members))
+        rows = history_rows(record, labels, members)
+        history.extend(rows)
         if sharding.is_primary():
             write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+        if board is not None:
+            board.write(rows)
         if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
             seconds = seconds_before + time.perf_counter() - start
             checkpoints.save(record.epoch, _resumable(trainer, state, stopping, num),

@@ -55,6 +55,7 @@ DEFAULTS: dict = {
     "select_lambda": False,  # also train the lambda_r sweep and report smooth at the validation-chosen lambda_r
     "max_members": 0,  # a grid's members per wave (program); 0 = all at once on CPU, from free memory on accelerators
     "mesh": "",  # device mesh, e.g. "seeds=4" or "seeds=2,data=2" (lipctr.sharding); "" = one device
+    "log": {"tensorboard": False},  # true: TensorBoard event files per member (experiments.tensorboard_log)
     "eval": {
         "num_negatives": 100,
         "relevance": "positive",  # "positive" (label 1) or "any" (every rated test item, RecBole)
