@@ -129,11 +129,15 @@ def test_output_shape_with_default_hparams(name, k):
     assert [s.shape for s in shapes] == [(3, k), (3, k)]
 
 
-def assert_gradients_alive(grads, where):
+def assert_gradients_alive(grads, where, floor=0.0):
+    """Finite, and somewhere above `floor` in every leaf. Under a K-wide head a branch that reaches
+    all logits alike (a scalar side branch) cancels in the softmax: its gradient is float32
+    rounding noise (~4e-9 here) rather than 0, so K > 1 checks against a floor of 1e-6 (every leaf
+    of the twelve backbones clears it deterministically; the five newest's smallest is 1.3e-3)."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
         at = f"{where}: gradient at {jax.tree_util.keystr(path)}"
         assert np.all(np.isfinite(leaf)), f"{at} is not finite"
-        assert np.abs(leaf).max() > 0, f"{at} is zero (dead branch)"
+        assert np.abs(leaf).max() > floor, f"{at} is {np.abs(leaf).max():.1e} <= {floor} (dead or cancelled branch)"
 
 
 def grad_cases():
@@ -155,7 +159,14 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(name, k, overrides):
         return [jax.grad(objective(model, variables, features, rating, label, key))(params) for key in (None, key)]
 
     deterministic, dropout = grads(variables["params"], jax.random.key(2))
-    assert_gradients_alive(deterministic, f"{name} K={k} {overrides} deterministic")
+    if k > 1 and dict(overrides).get("scalar_side_branches"):  # the rule broken on purpose: detected
+        cancelled = [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_leaves_with_path(deterministic)
+                     if np.abs(g).max() <= 1e-6]
+        assert cancelled and all("first_order" in p for p in cancelled), cancelled
+        return
+    floor = 1e-6 if k > 1 else 0.0  # K-wide branches: none cancels in the softmax
+    assert_gradients_alive(deterministic, f"{name} K={k} {overrides} deterministic", floor)
+    # training mode: a dense bias before batch-norm has a true gradient of 0 (rounding noise), so no floor
     assert_gradients_alive(dropout, f"{name} K={k} {overrides} dropout")
 
 
