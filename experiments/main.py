@@ -24,12 +24,12 @@ from lipctr.io import OutputPathError, check_output, write_json_atomic
 from lipctr.ranking import ranking_candidates
 from lipctr.run_files import RunFileError
 
-from lipctr.models import MODEL_NAMES
+from lipctr.models import MODEL_NAMES, check_model
 
 from experiments import data_source
 from experiments.analysis import run_analyses
 from experiments.cli import parse_args, resolve_config
-from experiments.configs import ConfigError
+from experiments.configs import ConfigError, model_hparams
 from experiments.evaluable import check_evaluable
 from experiments.grid import check_grid_size, grid_note, run_grid, wave_size
 from experiments.grid_report import chosen_final, describe, edge_notes, write_grid_outputs
@@ -225,6 +225,10 @@ def _main(args: argparse.Namespace) -> int:
     candidates = {}
     for config in configs:  # every config's data needs and bound on eval.num_negatives, before any run directory
         check_evaluable(config, dataset)
+        try:  # the model's own checks, including those needing the data's fields (abstract init)
+            check_model(config["model"], dataset.schema, 1, **model_hparams(config))
+        except ValueError as error:
+            raise ConfigError(f"model_hparams: {error}") from None
         key = json.dumps(config["eval"], sort_keys=True)
         if key not in candidates:
             candidates[key] = test_candidates(config, dataset)

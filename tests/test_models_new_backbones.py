@@ -523,3 +523,19 @@ def test_dcnv3_with_heads_refuses_a_per_head_width_offset():
     offset = jnp.zeros((B, SCHEMA.num_fields, model.embedding_dim))
     with pytest.raises(ValueError, match="num_heads=2: embedding_offset must be"):
         model.apply(variables, make_features(), embedding_offset=offset)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ('model_hparams.fs1_context=["zip"]', "model_hparams: FinalMLP.fs1_context: no field 'zip' in the data"),
+    ("model_hparams.num_heads=3", "model_hparams: FinalMLP.num_heads=3 must divide")])
+def test_cli_refuses_a_bad_model_setting_before_any_run_directory(tmp_path, capsys, setting, message):
+    from experiments import main as train_cli
+    from tests.test_reliability import one_error, write_ratings
+
+    write_ratings(tmp_path / "data")
+    args = ["--data", str(tmp_path / "data"), "--format", "csv", "--inter", "ratings.csv", "--columns",
+            "userId=user_id,movieId=item_id", "--runs-dir", str(tmp_path / "runs"), "--config", "finalmlp_ml100k",
+            "--epochs", "1", "--seeds", "2020", "--no-progress", "--set", "eval.num_negatives=3", "--set", setting]
+    line = one_error(capsys, train_cli.main(args))
+    assert message in line, line
+    assert not (tmp_path / "runs").exists()
