@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +164,53 @@ def test_a_damaged_record_is_refused_by_tensorboards_reader(tmp_path):
     data[-1] ^= 0xFF  # the last record's data checksum
     path.write_bytes(bytes(data))
     assert "valid_auc" not in _raw_scalars(tmp_path / "m")
+
+
+WORKER = r"""
+import json, os, sys
+from pathlib import Path
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+from lipctr import sharding
+sharding.initialize_distributed(f"127.0.0.1:{sys.argv[2]}", 2, int(sys.argv[3]), initialization_timeout=120)
+from experiments.run import run_variant
+from lipctr.ranking import ranking_candidates
+from tests.test_tensorboard_log import _config
+from tests.tiny_data import tiny_dataset
+out = Path(sys.argv[1])
+ds = tiny_dataset()
+run_variant(_config(checkpoint_every=2), ds, "orig", out / "run", ranking_candidates(ds, "test", 20, 0, "positive"),
+            progress=False, mesh=sharding.make_mesh("data=4"))
+(out / f"pid{jax.process_index()}.json").write_text(json.dumps(os.getpid()))
+"""
+
+
+@pytest.mark.slow  # two localhost processes, one run over both (about a minute)
+def test_only_process_0_of_a_multi_host_run_writes_the_event_files(tmp_path):
+    (tmp_path / "worker.py").write_text(WORKER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+    processes = []
+    for i in (0, 1):
+        with open(tmp_path / f"log{i}", "w") as stream:
+            processes.append(subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path), port, str(i)],
+                                              cwd=root, env=env, stdout=stream, stderr=subprocess.STDOUT))
+    try:
+        for process in processes:
+            process.wait(timeout=600)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for i, process in enumerate(processes):
+        assert process.returncode == 0, (tmp_path / f"log{i}").read_text()[-4000:]
+    pids = [json.loads((tmp_path / f"pid{i}.json").read_text()) for i in (0, 1)]
+    out = tmp_path / "run" / "orig"
+    files = sorted((out / "tensorboard").glob("*/*tfevents*"))
+    assert [f.parent.name for f in files] == ["seed2020", "seed2021"]
+    assert {f.name.split(".")[-2] for f in files} == {str(pids[0])}  # events.out.tfevents.<time>.<host>.<pid>.<ns>
+    _check_equals_csv(out, ["seed2020", "seed2021"])
