@@ -196,8 +196,8 @@ def test_only_process_0_of_a_multi_host_run_writes_the_event_files(tmp_path):
     processes = []
     for i in (0, 1):
         with open(tmp_path / f"log{i}", "w") as stream:
-            processes.append(subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path), port, str(i)],
-                                              cwd=root, env=env, stdout=stream, stderr=subprocess.STDOUT))
+            command = [sys.executable, str(tmp_path / "worker.py"), str(tmp_path), port, str(i)]
+            processes.append(subprocess.Popen(command, cwd=root, env=env, stdout=stream, stderr=subprocess.STDOUT))
     try:
         for process in processes:
             process.wait(timeout=600)
