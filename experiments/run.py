@@ -2,6 +2,7 @@
 
 Outputs under `<run_dir>/<variant>/`, each written atomically:
   metrics.csv        per-epoch, per-member training and validation metrics
+  tensorboard/<member>/  with log.tensorboard: metrics.csv's rows as TensorBoard event files (tensorboard_log)
   final.json         per-member test metrics, their mean/std, timings, early-stopping record
   predictions.npz    test labels, ratings, click probabilities [M, n] and logits [M, n, K]
   checkpoints/<member>/  orbax checkpoint of each member's best params (and batch statistics)
