@@ -20,6 +20,7 @@ from lipctr.models.parameter_counts import ml100k_schema, parameter_counts
 from tests.test_models_attention import B, SCHEMA, TOL, make_features, np_dense, np_embeddings, np_first_order
 
 NEW = ("deepfm", "dcn", "finalmlp", "gdcn", "dcnv3")
+SLOW = pytest.mark.slow  # the other cases of a forward check: the default suite keeps one K = 5 case each
 SMALL_HP = {"deepfm": {"mlp_hidden_size": (8,)}, "dcn": {"mlp_hidden_size": (8,)},
             "finalmlp": {"mlp1_hidden_units": (8,), "mlp2_hidden_units": (4,), "fs_hidden_units": (4,)},
             "gdcn": {"dnn_hidden_units": (8,)}, "dcnv3": {"num_heads": 2}}
@@ -78,7 +79,8 @@ def fm_pairs(emb):
 # ----------------------------------------------------------------------------- DeepFM, DCN
 
 
-@pytest.mark.parametrize("k,scalar", [(1, False), (5, False), (5, True)])
+@pytest.mark.parametrize("k,scalar", [pytest.param(1, False, marks=SLOW), (5, False),
+                                     pytest.param(5, True, marks=SLOW)])
 def test_deepfm_forward_matches_numpy(k, scalar):
     features = make_features()
     got, p = logits("deepfm", k, mlp_hidden_size=(8, 4), scalar_side_branches=scalar)
@@ -93,7 +95,7 @@ def test_deepfm_forward_matches_numpy(k, scalar):
     np.testing.assert_allclose(got, want, **TOL)
 
 
-@pytest.mark.parametrize("k", [1, 5])
+@pytest.mark.parametrize("k", [pytest.param(1, marks=SLOW), 5])
 def test_dcn_forward_matches_numpy(k):
     features = make_features()
     model, variables, _ = initialised("dcn", k, mlp_hidden_size=(8, 4), cross_layer_num=3)
@@ -148,8 +150,9 @@ def np_gate(p, features, context):
     return 2.0 * sigmoid(np_dense(p["mlp"]["output"], hidden))
 
 
-@pytest.mark.parametrize("k,contexts,use_fs", [(1, (("user",), ("item",)), True), (5, ((), ("user", "item")), True),
-                                               (5, ((), ()), False)])
+@pytest.mark.parametrize("k,contexts,use_fs", [pytest.param(1, (("user",), ("item",)), True, marks=SLOW),
+                                               (5, ((), ("user", "item")), True),
+                                               pytest.param(5, ((), ()), False, marks=SLOW)])
 def test_finalmlp_forward_matches_numpy(k, contexts, use_fs):
     features = make_features()
     hp = dict(mlp1_hidden_units=(8, 6), mlp2_hidden_units=(4,), fs_hidden_units=(5,), num_heads=2,
@@ -213,7 +216,7 @@ def test_finalmlp_bad_settings_are_named():
 # ----------------------------------------------------------------------------- GDCN
 
 
-@pytest.mark.parametrize("k,structure", [(1, "stacked"), (5, "stacked"), (5, "parallel")])
+@pytest.mark.parametrize("k,structure", [pytest.param(1, "stacked", marks=SLOW), (5, "stacked"), (5, "parallel")])
 def test_gdcn_forward_matches_numpy(k, structure):
     features = make_features()
     got, p = logits("gdcn", k, dnn_hidden_units=(8, 4), num_cross_layers=2, structure=structure)
@@ -260,7 +263,8 @@ def np_cross_network(p, x0, layers, exponential, layer_norm):
     return np_dense(p["output"], x).mean(1)
 
 
-@pytest.mark.parametrize("k,heads,dim,layer_norm", [(1, 1, 4, True), (5, 2, 5, True), (5, 2, 4, False)])
+@pytest.mark.parametrize("k,heads,dim,layer_norm", [pytest.param(1, 1, 4, True, marks=SLOW), (5, 2, 5, True),
+                                                    pytest.param(5, 2, 4, False, marks=SLOW)])
 def test_dcnv3_forward_matches_numpy(k, heads, dim, layer_norm):
     features = make_features()
     got, p = logits("dcnv3", k, num_heads=heads, embedding_dim=dim, layer_norm=layer_norm,
