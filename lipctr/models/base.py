@@ -156,7 +156,7 @@ def prediction_layer(num_outputs: int, name: str = "prediction") -> nn.Dense:
 
 
 class CTRModel(nn.Module):
-    """Base class of the seven backbones. Subclasses define `__call__` (see module docstring) and,
+    """Base class of every backbone. Subclasses define `__call__` (see module docstring) and,
     where the reference model has an explicit L2 term, override `penalty`."""
 
     schema: Schema
