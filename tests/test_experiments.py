@@ -41,7 +41,7 @@ def test_every_named_config_validates_and_builds_its_model():
         ({"loss": {"scale_penalty": 1}}, "'loss.scale_penalty' must be bool"),
         ({"model_hparams": {"cross_layers": 3}}, "unknown key 'model_hparams.cross_layers'"),
         ({"model_hparams": {"dropout_prob": "x"}}, "'model_hparams.dropout_prob' must be float"),
-        ({"model": "dcn"}, "key 'model' must be one of"),
+        ({"model": "dcnv4"}, "key 'model' must be one of"),
         ({"loss": {"lambda_r": 1.5}}, "lambda_r values must lie in [0, 1]"),
         ({"variants": ["both"]}, "key 'variants'"),
     ],

@@ -109,8 +109,8 @@ def test_study_report_compare_has_the_paired_interval():
 def test_control_registry_and_selection():
     known = controls()
     assert list(known)[:2] == ["orig", "smooth"]
-    assert known["scalar_side"].only == ("widedeep", "xdeepfm", "autoint")  # the backbones with scalar side branches
-    assert known["scale_penalty_off"].only == ("xdeepfm", "dcnv2", "eulernet")  # those with their own L2 term
+    assert known["scalar_side"].only == ("widedeep", "xdeepfm", "autoint", "deepfm")  # the backbones with scalar side branches
+    assert known["scale_penalty_off"].only == ("xdeepfm", "dcnv2", "eulernet", "dcn")  # those with their own L2 term
     assert not known["scalar_side"].applies_to("dcnv2") and known["aux_rating"].applies_to("dcnv2")
     assert [c.name for c in choose("aux_rating,classes3")] == ["orig", "smooth", "classes3", "aux_rating"]
     with pytest.raises(ValueError, match=r"--controls: unknown control\(s\) \['nope'\]"):
@@ -119,7 +119,7 @@ def test_control_registry_and_selection():
 
 @pytest.mark.parametrize("argv, message", [
     (["--controls", "nope"], "--controls: unknown control(s) ['nope']"),
-    (["--models", "dcnv3"], "--models: unknown backbone(s) ['dcnv3']"),
+    (["--models", "dcnv4"], "--models: unknown backbone(s) ['dcnv4']"),
     (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
     (["--report-only"], "--report-only needs --resume DIR"),
 ])
