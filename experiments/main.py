@@ -181,10 +181,7 @@ def start_devices(args: argparse.Namespace, spec: str):
     """Join the multi-host run if asked (before anything touches a device); the mesh of `spec`."""
     if args.distributed or any(v is not None for v in (args.coordinator_address, args.num_processes, args.process_id)):
         sharding.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    mesh = sharding.make_mesh(spec)
-    if sharding.is_primary():
-        print(runtime.device_line(), file=sys.stderr)  # the devices this run trains on
-    return mesh
+    return sharding.make_mesh(spec)
 
 
 def main(argv=None) -> int:
@@ -238,7 +235,8 @@ def _main(args: argparse.Namespace) -> int:
             print("note: in a multi-host run --analysis trains the lambda sweep only; run the analyses and report "
                   "afterwards in one process: python -m experiments.main --resume RUN_DIR --analysis analyses,report",
                   file=sys.stderr)
-    if sharding.is_primary():
+    if sharding.is_primary():  # the devices this run trains on, once every input check has passed
+        print(runtime.device_line(), file=sys.stderr)
         print(f"{dataset.name}: {dataset.stats.get('interactions', 0):,} interactions, train/valid/test "
               f"{len(dataset.train):,}/{len(dataset.valid):,}/{len(dataset.test):,}", file=sys.stderr)
     run_dirs = [run_config(config, dataset, args, analyses, mesh,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,6 +55,7 @@ def test_own_csv_trains_end_to_end_and_the_folder_is_left_as_it_was(tmp_path, ca
     n = len(frame)
     train, valid, test = split_sizes(n, (0.8, 0.1, 0.1))
     assert f"mine: {n:,} interactions, train/valid/test {train:,}/{valid:,}/{test:,}" in err
+    assert err.splitlines()[0].startswith(f"devices: {len(jax.devices())} x cpu")  # once the checks have passed
     assert sorted(p.name for p in runs.iterdir()) == ["dcnv2_mine"]  # named after the data, not the config
     (run_dir,) = (runs / "dcnv2_mine").iterdir()
     assert f"run directory {run_dir}" in err

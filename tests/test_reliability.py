@@ -46,10 +46,10 @@ def own(folder: Path, runs: Path, *extra) -> list[str]:
 
 
 def one_error(capsys, code: int, expected_code: int = 2) -> str:
-    """The single `error:` line of a refused command (no traceback; at most a devices line beside it)."""
+    """The single `error:` line of a refused command (no traceback, no devices line: it comes after the checks)."""
     err = capsys.readouterr().err
     assert code == expected_code, err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("devices: ")]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     return lines[0]
 

@@ -31,10 +31,3 @@ def test_system_accelerators_reads_device_nodes(monkeypatch):
     nodes["/dev/nvidia[0-9]*"] = []
     assert runtime.system_accelerators() == ()
 
-
-def test_the_training_cli_prints_the_device_line_when_it_starts_the_devices(capsys):
-    from experiments.main import start_devices
-
-    args = SimpleNamespace(distributed=False, coordinator_address=None, num_processes=None, process_id=None)
-    assert start_devices(args, "") is None  # no mesh: one device
-    assert capsys.readouterr().err.startswith(f"devices: {len(jax.devices())} x cpu (jax {jax.__version__})")
