@@ -126,6 +126,7 @@ def test_analysis_summary_equals_direct_means(finished_run, tmp_path):
         assert row["auc_drop_pct"] == pytest.approx(100 * (clean - noisiest) / clean)
 
 
+@pytest.mark.slow  # ~11 s (suite time)
 def test_aux_rating_run_loads_with_its_click_head(tmp_path):
     """lipctr.load_run of an aux_rating variant scores clicks from the BCE column only: its test
     probabilities are the run's saved ones and the analyses' clean AUC is the run's."""

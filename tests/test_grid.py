@@ -237,6 +237,7 @@ def test_report_table1_puts_smooth_at_the_chosen_lambda_beside_the_fixed_one():
         assert (row["auc_mean"], row["auc_std"]) == pytest.approx((np.mean(auc), np.std(auc, ddof=1)), rel=1e-12)
 
 
+@pytest.mark.slow  # ~30 s; the grid CLI is covered by test_member_hparams and test_reliability in the default suite
 def test_learning_rate_x_lambda_grid_end_to_end(tmp_path, capsys):
     folder = tmp_path / "mine"
     write_ratings(folder)

@@ -96,6 +96,7 @@ def fit_members(trainer, spec, members, data, model="dcnv2"):
     return {"records": records, "logits": valid_logits(data, trainer, state)}
 
 
+@pytest.mark.slow  # ~40 s; test_members_take_their_own_adamw_steps is its fast twin
 def test_grid_members_train_as_the_same_points_alone(data):
     """One program for 9 points (the config's values, then each per-member key of EulerNet
     moved to another value): every member equals its point trained as a one-member ensemble (to
@@ -249,6 +250,7 @@ def test_traced_dropout_is_flax_dropout_bit_for_bit():
     np.testing.assert_allclose(np.asarray(kept), [0.81, 0.16], atol=0.005)
 
 
+@pytest.mark.slow  # ~12 s (suite time); test_train checks one compilation per epoch program in the default suite
 def test_one_compilation_for_a_grid_of_same_shape_points(data):
     """Three points differing in every per-member key of DCNV2 train as ONE epoch program and
     ONE evaluation program; a second grid of other values reuses them."""

@@ -20,6 +20,8 @@ from lipctr.models.parameter_counts import ml100k_schema, parameter_counts
 from tests.test_models_attention import B, SCHEMA, TOL, make_features, np_dense, np_embeddings, np_first_order
 
 NEW = ("deepfm", "dcn", "finalmlp", "gdcn", "dcnv3")
+# one backbone in the default suite, the other four with -m slow (suite time)
+NEW_ONE_FAST = [n if n == "dcnv3" else pytest.param(n, marks=pytest.mark.slow) for n in NEW]
 SLOW = pytest.mark.slow  # the other cases of a forward check: the default suite keeps one K = 5 case each
 SMALL_HP = {"deepfm": {"mlp_hidden_size": (8,)}, "dcn": {"mlp_hidden_size": (8,)},
             "finalmlp": {"mlp1_hidden_units": (8,), "mlp2_hidden_units": (4,), "fs_hidden_units": (4,)},
@@ -186,6 +188,7 @@ def test_finalmlp_bilinear_weights_are_fuxictrs_viewed_per_output():
     np.testing.assert_allclose(np_fusion(p, x, y, heads), want, rtol=1e-12)
 
 
+@pytest.mark.slow  # ~8 s
 def test_finalmlp_empty_contexts_leave_the_gate_hidden_layer_without_gradient_at_initialisation():
     """FuxiCTR's template (empty contexts): gate input 0 and relu'(0) = 0, so only the gate's
     output layer trains from its initialisation; the user / item contexts train all of it."""
@@ -337,7 +340,7 @@ def test_deepfm_with_scalar_side_branches_is_recboles_parameter_count():
 # ----------------------------------------------------------------------------- aux_rating head
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", NEW_ONE_FAST)
 def test_aux_rating_click_column_is_the_k1_model_at_initialisation(name):
     """The controlled 1 + N model starts its click column exactly where the K = 1 model starts,
     and every K-wide leaf of it is the K = 1 leaf plus N columns."""
@@ -399,6 +402,7 @@ def test_dcnv3_tri_bce_adds_the_branch_terms_to_the_training_loss_and_is_off_by_
     np.testing.assert_allclose(loss(True), want, rtol=1e-5)
 
 
+@pytest.mark.slow  # ~9 s; the Tri-BCE loss terms are checked in the default suite
 def test_dcnv3_tri_bce_trains_under_jit_with_batch_norm_and_the_rating_head():
     """One jitted train step, K = 5 with batch-norm statistics: the state keeps only them, and the
     Tri-BCE gradient differs from the plain one."""
@@ -504,7 +508,7 @@ def test_sharded_runs_of_the_new_backbones_equal_the_unsharded_runs(tmp_path):
     assert all(facts["logits"] < (1e-2 if name == "dcn" else 1e-5) for name, facts in result.items()), result
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", NEW_ONE_FAST)
 def test_embedding_offset_shifts_the_field_embeddings(name):
     """The analyses' embedding_offset [B, F, d]: logits at e + delta equal numpy-free logits of a
     model whose embedding rows are moved by delta (checked on a token field of distinct ids)."""

@@ -31,7 +31,7 @@ def loss_and_grads(model, params, state, data, dtype):
 
 
 # Two backbones in the default suite (an MLP with batch norm, and DCNV2's cross network); all seven with -m slow.
-BACKBONES = [name if name in ("nfm", "dcnv2") else pytest.param(name, marks=pytest.mark.slow) for name in MODEL_NAMES]
+BACKBONES = [name if name == "dcnv2" else pytest.param(name, marks=pytest.mark.slow) for name in MODEL_NAMES]
 
 
 @pytest.mark.parametrize("name", BACKBONES)

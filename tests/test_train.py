@@ -52,6 +52,7 @@ def test_epoch_batches_cover_every_example_once():
     assert weights.sum() == 1000
 
 
+@pytest.mark.slow  # ~30 s; test_models checks vmap == loop per backbone in the default suite
 def test_ensemble_equals_independent_runs(data, trainer3):
     ds, train, valid = data
     _, _, es_all, rec_all = run(trainer3, train, valid, SEEDS)
