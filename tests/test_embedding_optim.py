@@ -277,6 +277,7 @@ def test_only_the_row_scatters_touch_vocabulary_sized_arrays():
     assert len(big_ops("adamw")) > 20
 
 
+@pytest.mark.slow  # ~7 s (suite time)
 def test_a_stopped_member_keeps_its_whole_state_under_a_sparse_optimizer():
     ds = tiny_dataset(num_interactions=600)
     train = to_device(ds.train)

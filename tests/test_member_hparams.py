@@ -338,6 +338,7 @@ def test_saved_state_keeps_the_resumable_fields_of_before_grids():
     assert SavedState._fields == ("params", "model_state", "opt_state", "key", "lambda_r", "epoch")
 
 
+@pytest.mark.slow  # ~11 s (suite time); test_reliability runs grids through the CLI in the default suite
 def test_grid_run_outputs_and_a_changed_grid_is_refused(tmp_path):
     ds = tiny_dataset(num_interactions=800)
     candidates = ranking_candidates(ds, "test", 10, 0, "positive")

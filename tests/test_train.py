@@ -134,6 +134,7 @@ def test_early_stopping_is_per_member_and_keeps_best(data):
     np.testing.assert_allclose(np.asarray(auc), best_auc, atol=1e-6)
 
 
+@pytest.mark.slow  # ~7 s (suite time)
 def test_candidate_scoring_in_chunks_equals_direct_scoring(data, trainer3):
     from lipctr.ranking import ranking_candidates
 
