@@ -18,7 +18,6 @@ saving the orbax checkpoints (which hold the real members only, so any mesh or n
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,9 +43,9 @@ from lipctr.trainer import Trainer, fit
 
 from experiments import data_source
 from experiments.configs import model_hparams
-from experiments.history import history_rows, read_history
+from experiments.history import history_rows
 from experiments.tensorboard_log import open_log
-from experiments.rundir import RunDirError
+from experiments.resume import log as _log, read_final, restore_state, resumable, saved_history
 
 METRIC_KEYS = ("auc", "logloss")
 
@@ -132,65 +131,6 @@ def evaluate_test(trainer: Trainer, stopping, dataset: Dataset, config: dict, ca
     return results, {"arrays": arrays, "test_seconds": test_seconds}
 
 
-def _log(text: str) -> None:
-    if sharding.is_primary():
-        print(text, file=sys.stderr)
-
-
-def _read_final(path: Path, labels: list[str]) -> dict:
-    try:
-        final = json.loads(path.read_text(encoding="utf-8"))
-        found = [m["member"] for m in final["members"]]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise RunDirError(f"{path}: damaged ({type(error).__name__}: {error}); delete it to evaluate again") from None
-    if found != labels:
-        raise RunDirError(f"{path} holds members {found}, but config.json asks for {labels} (was it edited?)")
-    return final
-
-
-def _saved_history(checkpoints: StateCheckpoints, labels: list[str], metrics_path: Path,
-                   embedding_optimizer: str = "adamw") -> list[dict]:
-    """Before anything is built: the saved state's members and train.embedding_optimizer (its
-    optimiser state's form; states saved before the key existed are "adamw") must be the
-    config's, and metrics.csv must hold the history up to the newest saved epoch; that history."""
-    latest = checkpoints.latest_epoch()
-    info = checkpoints.info(latest)
-    saved = info.get("members")
-    if saved is not None and saved != labels:
-        raise RunDirError(f"{checkpoints.directory}: the saved state holds members {saved}, but config.json asks "
-                          f"for {labels} (was it edited?)")
-    optimizer = info.get("embedding_optimizer", "adamw")
-    if optimizer != embedding_optimizer:
-        raise RunDirError(f"{checkpoints.directory}: the saved state was trained with train.embedding_optimizer "
-                          f"{optimizer!r}, but the config asks for {embedding_optimizer!r}; resume with {optimizer!r} "
-                          "or start a new run")
-    return read_history(metrics_path, labels, latest)
-
-
-def _resumable(trainer: Trainer, state, stopping, num: int) -> dict:
-    """What a resumable checkpoint holds: the real members' SavedState (no hparams: they come
-    from the config) and early-stopping records."""
-    return trainer.real_members({"state": state.saved(), "es": stopping}, num)
-
-
-def _restore(checkpoints: StateCheckpoints, trainer: Trainer, state, stopping, config: dict, num: int, name: str):
-    """(state, stopping, epoch, info) of the newest intact saved state. Early stopping is re-derived
-    for the config's max_epochs, so a longer run continues the members the epoch limit stopped,
-    while those stopped by patience or divergence stay stopped."""
-    restored = checkpoints.restore(_resumable(trainer, state, stopping, num), _log)
-    epoch = checkpoints.latest_epoch()
-    train_config = config["train"]
-    r_state = restored["state"].with_hparams(trainer.real_members(state.hparams, num))
-    r_stopping = restored["es"]  # the checkpoint's key for the early-stopping record
-    stopped = (r_stopping.diverged | (r_stopping.bad_epochs >= train_config["patience"])
-               | (r_state.epoch >= train_config["max_epochs"]))
-    state, stopping = trainer.with_members((state, stopping), (r_state, r_stopping._replace(stopped=stopped)))
-    done = int(np.sum(sharding.to_host(stopped)))
-    _log(f"resuming {name} from epoch {epoch} of {train_config['max_epochs']}, {num} members"
-         + (f" ({done} stopped)" if done else ""))
-    return state, stopping, epoch, checkpoints.info(epoch)
-
-
 def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
                 progress: bool = True, output: str | None = None, mesh=None, points: list[dict] | None = None) -> dict:
     """Train (or resume) one variant to the end and write its outputs to `<run_dir>/<output>/`
@@ -207,7 +147,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     labels = [m.label(sweep) for m in members]
     max_epochs = config["train"]["max_epochs"]
     if final_path.exists():
-        final = _read_final(final_path, labels)
+        final = read_final(final_path, labels)
         if final.get("max_epochs", max_epochs) == max_epochs:
             _log(f"{name}: already complete, {num} members ({final_path})")
             return final
@@ -215,7 +155,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     checkpoints = StateCheckpoints(out / "state")
     resuming = checkpoints.latest_epoch() is not None
     optimizer = config["train"].get("embedding_optimizer", "adamw")
-    history = _saved_history(checkpoints, labels, out / "metrics.csv", optimizer) if resuming else []
+    history = saved_history(checkpoints, labels, out / "metrics.csv", optimizer) if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh, points)
     controls = spec.controls
     train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh,
@@ -225,7 +165,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
                                    member_values(spec, members, config["model"]))
     seconds_before = 0.0
     if resuming:
-        state, stopping, epoch_done, info = _restore(checkpoints, trainer, state, stopping, config, num, name)
+        state, stopping, epoch_done, info = restore_state(checkpoints, trainer, state, stopping, config, num, name)
         history = [row for row in history if row["epoch"] <= epoch_done]  # older if the newest was damaged
         seconds_before = float(info.get("train_seconds", 0.0))
     board = open_log(config, out, variant, labels, members, [spec.member_point(m) for m in members],
@@ -247,7 +187,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
             board.write(rows)
         if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
             seconds = seconds_before + time.perf_counter() - start
-            checkpoints.save(record.epoch, _resumable(trainer, state, stopping, num),
+            checkpoints.save(record.epoch, resumable(trainer, state, stopping, num),
                              {"members": labels, "train_seconds": seconds, "embedding_optimizer": optimizer})
         for i in np.flatnonzero(record.diverged[:num]):
             if i not in reported_divergence:
