@@ -25,8 +25,8 @@ import pandas as pd
 from lipctr.io import OutputPathError, check_output, write_text_atomic
 
 from experiments.configs.grid import flatten
-from experiments.report_tables import markdown_table, read_run
-from experiments.statistics import paired_difference
+from experiments.report.tables import markdown_table, read_run
+from experiments.report.stats import paired_difference
 
 
 def config_differences(baseline: dict, other: dict) -> list[str]:

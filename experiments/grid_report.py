@@ -21,7 +21,7 @@ import pandas as pd
 
 from lipctr.io import write_json_atomic, write_text_atomic
 
-from experiments.figures import grid_figure, save_png
+from experiments.report.figures import grid_figure, save_png
 
 RULE = "best mean validation AUC over seeds (best_valid_auc); test metrics reported, never used to choose"
 COLUMNS = {"valid_auc": "best_valid_auc", "valid_logloss": "valid_logloss", "test_auc": "auc",

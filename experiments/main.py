@@ -27,13 +27,13 @@ from lipctr.run_files import RunFileError
 from lipctr.models import MODEL_NAMES, check_model
 
 from experiments import data_source
-from experiments.analysis import run_analyses
+from experiments.report.analysis import run_analyses
 from experiments.cli import parse_args, resolve_config
 from experiments.configs import ConfigError, model_hparams
 from experiments.evaluable import check_evaluable
 from experiments.grid import check_grid_size, grid_note, run_grid, wave_size
 from experiments.grid_report import chosen_final, describe, edge_notes, write_grid_outputs
-from experiments.report import write_report
+from experiments.report.paper import write_report
 from experiments.run import run_variant
 from experiments.rundir import RunDirError, create_run_dir, lock_run_dir, read_run_config, resume_config
 from experiments.table import results_table

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import analysis, configs
+from experiments import configs
+from experiments.report import analysis
 from experiments.run import run_variant
 from lipctr.inference import load_run
 from lipctr.models import embedding_table
@@ -70,7 +71,7 @@ def test_run_analyses_writes_every_table(finished_run):
 
 
 def test_paired_t_test_matches_closed_form_values():
-    from experiments.statistics import paired_t_test
+    from experiments.report.stats import paired_t_test
 
     # d = [1, 2, 3]: mean 2, sd 1, t = 2 sqrt(3); two-sided p for df = 2 is 1 - t / sqrt(2 + t^2)
     t, p = paired_t_test([0, 0, 0], [1, 2, 3])
@@ -89,7 +90,7 @@ def test_paired_t_test_matches_closed_form_values():
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_report_tables_and_figures(finished_run, tmp_path):
     import pandas as pd
-    from experiments.report import write_report
+    from experiments.report.paper import write_report
 
     ds, run_dir, finals = finished_run
     analysis.run_analyses(run_dir, ds, ("orig", "smooth"), noise_draws=1, lipschitz_examples=8)
@@ -107,7 +108,7 @@ def test_report_tables_and_figures(finished_run, tmp_path):
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_analysis_summary_equals_direct_means(finished_run, tmp_path):
     import pandas as pd
-    from experiments.report_tables import analysis_summary, read_run
+    from experiments.report.tables import analysis_summary, read_run
 
     ds, run_dir, _ = finished_run
     analysis.run_analyses(run_dir, ds, ("orig", "smooth"), noise_draws=1, lipschitz_examples=8)

@@ -9,11 +9,11 @@ from lipctr.data import DataConfig, load_dataset
 from lipctr.data import synthetic_dataset
 from lipctr.data.synthetic import SyntheticSizes
 
-from experiments import bandwidth as bw
-from experiments import bandwidth_data as bwd
-from experiments import bandwidth_measure as bwm
-from experiments import bandwidth_report as bwr
-from experiments import statistics as stats
+from experiments.bandwidth import sweep as bw
+from experiments.bandwidth import data as bwd
+from experiments.bandwidth import measure as bwm
+from experiments.bandwidth import report as bwr
+from experiments.report import stats
 
 NS = (2, 3, 5, 10, 20)
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from experiments.bandwidth_data import SweepConfig
+from experiments.bandwidth.data import SweepConfig
 from experiments.configs import DEFAULTS, ConfigError, named_config, parse_toml_value, validate
 from lipctr.losses import LossConfig
 from lipctr.train import TrainConfig

@@ -17,7 +17,7 @@ from experiments.run import build_trainer
 from lipctr.train import to_device
 from experiments.grid_report import select, write_grid_outputs
 from experiments.main import main
-from experiments.report_tables import compare, lambda_table
+from experiments.report.tables import compare, lambda_table
 from lipctr.ranking import ranking_candidates
 
 from tests.test_cli_user_data import SMALL, write_ratings

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import mechanism
-from experiments.figures import forest_figure
-from experiments.mechanism_controls import choose, controls
-from experiments.mechanism_report import forest_rows, mechanism_table
-from experiments.report_tables import compare
-from experiments.statistics import paired_difference, t_quantile
+from experiments.mechanism import study as mechanism
+from experiments.report.figures import forest_figure
+from experiments.mechanism.controls import choose, controls
+from experiments.mechanism.report import forest_rows, mechanism_table
+from experiments.report.tables import compare
+from experiments.report.stats import paired_difference, t_quantile
 
 
 def test_t_quantile_matches_closed_forms_and_scipy():

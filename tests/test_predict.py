@@ -1,4 +1,4 @@
-"""Using a finished run (lipctr.load_run, lipctr.load_exported, python -m experiments.predict):
+"""Using a finished run (lipctr.load_run, lipctr.load_exported, python -m lipctr.predict):
 predictions.npz reproduced bit for bit from raw ids, recommend against brute force, the export
 against the in-process model, unknown ids and bad inputs, runs without their schema."""
 
@@ -19,7 +19,7 @@ import pytest
 
 import lipctr
 from experiments import configs
-from experiments import predict as cli
+from lipctr import predict as cli
 from experiments.run import run_variant
 from lipctr.data.cache import load_cache, save_cache
 from lipctr.data.preprocess import preprocess

@@ -17,7 +17,11 @@ import benchmarks.model_step
 import benchmarks.profile_epoch
 import benchmarks.sharding
 import benchmarks.vs_torch
-from experiments import bandwidth, compare_runs, mechanism, predict, report
+from experiments import compare_runs
+from experiments.bandwidth import sweep as bandwidth
+from experiments.mechanism import study as mechanism
+from experiments.report import paper as report
+from lipctr import predict
 from experiments import main as train_cli
 from experiments.configs import ConfigError, load_config
 from experiments.grid import GRID_LIMIT, check_grid_size, grid_members

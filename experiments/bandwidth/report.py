@@ -14,9 +14,9 @@ import pandas as pd  # noqa: E402
 from lipctr.data.schema import Dataset  # noqa: E402
 from lipctr.io import write_text_atomic  # noqa: E402
 
-from experiments.bandwidth_data import SweepConfig  # noqa: E402
-from experiments.figures import save_png  # noqa: E402
-from experiments.statistics import spearman  # noqa: E402
+from experiments.bandwidth.data import SweepConfig  # noqa: E402
+from experiments.report.figures import save_png  # noqa: E402
+from experiments.report.stats import spearman  # noqa: E402
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:

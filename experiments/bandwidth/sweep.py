@@ -29,10 +29,10 @@ from lipctr import runtime
 from lipctr.io import OutputPathError, check_output
 from lipctr.losses import AGGREGATIONS
 
-from experiments.bandwidth_data import SweepConfig, load_data
+from experiments.bandwidth.data import SweepConfig, load_data
 from experiments.configs import parse_toml_value
-from experiments.bandwidth_measure import run_sweep
-from experiments.bandwidth_report import write_outputs
+from experiments.bandwidth.measure import run_sweep
+from experiments.bandwidth.report import write_outputs
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -109,6 +109,3 @@ def main(argv=None) -> int:
     print(f"wrote {out / 'bandwidth.csv'}, {out / 'bandwidth.png'}, {out / 'bandwidth.md'}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,12 +3,12 @@
     python -m experiments.mechanism --config dcnv2_ml100k [--models all|dcnv2,nfm] [--controls a,b]
                                     [--seeds 2020,2021] [--epochs 50] [--resume DIR [--report-only]]
 
-For each backbone trains orig, smooth and every control (experiments.mechanism_controls) as
+For each backbone trains orig, smooth and every control (experiments.mechanism.controls) as
 ensembles over the config's seeds, runs the analyses of a run on each (local Lipschitz constant,
 embedding weight norms, AUC under the largest input-embedding noise) and writes
 `runs/mechanism_<dataset>/<timestamp>/`:
   <model>/<control>/<candidate>/   a run directory each (config.json, <orig|smooth>/, analysis/)
-  mechanism.csv, mechanism.md      the table (experiments.mechanism_report)
+  mechanism.csv, mechanism.md      the table (experiments.mechanism.report)
   forest.png                       paired ΔAUC vs orig with its 95% confidence interval
 """
 
@@ -30,12 +30,12 @@ from lipctr.io import check_output, write_json_atomic, write_text_atomic
 from lipctr.models import MODEL_NAMES
 from lipctr.ranking import ranking_candidates
 
-from experiments.analysis import (DENSE_NOISE_STDS, SPARSE_DATASETS, SPARSE_NOISE_STDS, local_lipschitz,
+from experiments.report.analysis import (DENSE_NOISE_STDS, SPARSE_DATASETS, SPARSE_NOISE_STDS, local_lipschitz,
                                   noise_robustness, weight_norms)
 from experiments.configs import ConfigError, load_config, merge, named_config, validate
 from experiments.evaluable import check_evaluable
-from experiments.mechanism_controls import Control, choose
-from experiments.mechanism_report import write_mechanism_report
+from experiments.mechanism.controls import Control, choose
+from experiments.mechanism.report import write_mechanism_report
 from experiments.run import run_variant
 
 
@@ -177,6 +177,3 @@ def main(argv=None) -> int:
     print(json.dumps({"study": str(root)}))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ from lipctr.io import write_json_atomic
 from lipctr.models.base import FeatureEmbedding
 from lipctr.ranking import ranking_candidates
 
-from experiments.bandwidth_data import SweepConfig, bandwidth_datasets
+from experiments.bandwidth.data import SweepConfig, bandwidth_datasets
 from experiments.configs import merge, named_config, validate
 from experiments.run import run_variant
 

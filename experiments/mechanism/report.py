@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.figures import forest_figure, save_png
-from experiments.report_tables import markdown_table
-from experiments.statistics import paired_difference
+from experiments.report.figures import forest_figure, save_png
+from experiments.report.tables import markdown_table
+from experiments.report.stats import paired_difference
 from lipctr.io import write_text_atomic
 
 REFERENCES = ("orig", "smooth")

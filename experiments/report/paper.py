@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from lipctr.io import OutputPathError, check_output, write_text_atomic
-from experiments.figures import figure_gradients, figure_lambda, figure_noise, figure_theorem, forest_figure, save_png
-from experiments.report_tables import (analysis_summary, collect_analysis, compare, headline, lambda_table,
+from experiments.report.figures import figure_gradients, figure_lambda, figure_noise, figure_theorem, forest_figure, save_png
+from experiments.report.tables import (analysis_summary, collect_analysis, compare, headline, lambda_table,
                                        markdown_table, pct_table, read_run, theorem_tables, timing_table)
 
 
@@ -100,6 +100,3 @@ def main(argv=None) -> int:
     print(f"wrote {path}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

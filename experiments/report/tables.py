@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lipctr import softmax_jacobian
-from experiments.statistics import paired_difference
+from experiments.report.stats import paired_difference
 
 
 def read_run(run_dir: Path) -> dict:
