@@ -142,7 +142,7 @@ class RowOptimizer:
     schema: Any
 
     @classmethod
-    def create(cls, name: str, dense, learning_rate, weight_decay, model) -> "RowOptimizer":
+    def create(cls, name: str, dense, learning_rate, weight_decay, model) -> RowOptimizer:
         if name not in SPARSE_OPTIMIZERS:
             raise ValueError(f"train.embedding_optimizer must be one of {', '.join(EMBEDDING_OPTIMIZERS)}, "
                              f"got {name!r}")
@@ -205,13 +205,13 @@ class RowOptimizer:
         count = opt_state.count + 1
         tables, states = [], []
         for path, row_ids, row_values, state in zip(paths, ids, rows, opt_state.tables):
-            old_state = jax.tree.map(lambda s: _gather(s, row_ids), state)
+            old_state = jax.tree.map(lambda s, row_ids=row_ids: _gather(s, row_ids), state)
             new_rows, new_state = self._rows(row_values, get_path(grads, path), old_state, count)
             if frozen is not None:
                 new_rows, new_state = jax.tree.map(lambda a, b: jnp.where(frozen, a, b),
                                                    (row_values, old_state), (new_rows, new_state))
             tables.append(_scatter(get_path(params, path), row_ids, new_rows))
-            states.append(jax.tree.map(lambda s, n: _scatter(s, row_ids, n), state, new_state))
+            states.append(jax.tree.map(lambda s, n, row_ids=row_ids: _scatter(s, row_ids, n), state, new_state))
         params = set_paths(new, paths, tables)
         return (loss, aux), params, SparseOptState(dense_state, tuple(states), count), grads
 

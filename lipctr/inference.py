@@ -20,11 +20,11 @@ import numpy as np
 
 from lipctr import sharding
 from lipctr.checkpoint import load_tree
+from lipctr.ensemble import over_members, sequential_members
+from lipctr.evaluation import make_predict_fn
 from lipctr.models import build_model
 from lipctr.run_files import SCHEMA_FILE, RunFileError, read_run_files
 from lipctr.scoring import Scorer
-from lipctr.ensemble import over_members, sequential_members
-from lipctr.evaluation import make_predict_fn
 
 
 def _example_features(schema, rows: int = 2) -> dict[str, np.ndarray]:

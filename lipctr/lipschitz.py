@@ -21,6 +21,7 @@ forward-mode AD) and `embedding_weight_norms` (the user / item embedding tables'
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -259,7 +260,8 @@ def member_tables(model, loss: LossConfig, params, model_state, features, num_it
 
     tables = []
     for i in range(len(jax.tree.leaves(params)[0])):
-        variables = {"params": jax.tree.map(lambda x: x[i], params), **jax.tree.map(lambda x: x[i], model_state)}
+        member = operator.itemgetter(i)  # x -> x[i]: member i's slice of a stacked leaf
+        variables = {"params": jax.tree.map(member, params), **jax.tree.map(member, model_state)}
         tables.append(local_lipschitz(apply_fn, features, emb_shape, loss.threshold, loss.aggregation, num_iters,
                                       key=jax.random.key(seed), mode="jacfwd", variables=variables))
     return tables
@@ -268,5 +270,6 @@ def member_tables(model, loss: LossConfig, params, model_state, features, num_it
 def embedding_weight_norms(params, schema) -> dict[str, np.ndarray]:
     """Frobenius norms of every member's user and item embedding tables (params leaves [M, ...]):
     {"user_weight_norm": [M], "item_weight_norm": [M]}."""
-    return {f"{side}_weight_norm": np.asarray(jax.vmap(lambda p, f=field: jnp.linalg.norm(embedding_table(p, f)))(params))
+    return {f"{side}_weight_norm":
+            np.asarray(jax.vmap(lambda p, f=field: jnp.linalg.norm(embedding_table(p, f)))(params))
             for side, field in (("user", schema.user_field), ("item", schema.item_field))}

@@ -36,8 +36,8 @@ DROPOUT_FIELDS = ("dropout_prob", "dropout_probs", "attn_dropout_prob", "hidden_
 MODEL_FIELDS = DROPOUT_FIELDS + ("reg_weight",)
 LOSS_NAMES = ("label_smoothing",)  # LossConfig fields (lambda_r is TrainState's own)
 OPTIMIZER_NAMES = ("learning_rate", "weight_decay", "embedding_learning_rate")
-SHORT_NAMES = {"train.learning_rate": "lr", "train.weight_decay": "wd", "train.embedding_learning_rate": "elr", "loss.lambda_r": "lambda",
-               "controls.label_smoothing": "ls", "controls.embedding_l2": "embreg"}
+SHORT_NAMES = {"train.learning_rate": "lr", "train.weight_decay": "wd", "train.embedding_learning_rate": "elr",
+               "loss.lambda_r": "lambda", "controls.label_smoothing": "ls", "controls.embedding_l2": "embreg"}
 # the values each name may take: (lowest, lowest included, highest, highest included)
 _POSITIVE = (0.0, False, float("inf"), False)
 _RANGES = {"learning_rate": _POSITIVE, "embedding_learning_rate": _POSITIVE, "lambda_r": (0.0, True, 1.0, True),

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipctr import sharding
-from lipctr.embedding_optim import RowOptimizer
 from lipctr.early_stopping import EarlyStopping, freeze_stopped, init_early_stopping, update_early_stopping
+from lipctr.embedding_optim import RowOptimizer
 from lipctr.ensemble import over_members, sequential_members
 from lipctr.evaluation import make_predict_fn, member_metrics
 from lipctr.losses import LossConfig, click_probability, click_score
@@ -48,7 +48,7 @@ class Trainer:
         self.sequential = sequential_members(config.members)
         self.trace_counts = {"epoch": 0, "evaluate": 0}
         epoch = make_epoch_fn(model, loss_config, functools.partial(make_optimizer, config, model=model), num_train,
-                              config.batch_size, mesh, config.compute_dtype, placement)
+                              config.batch_size, mesh, config.compute_dtype, placement, config.shuffle)
         predict_valid = make_predict_fn(model, num_valid, config.eval_batch_size, mesh)
 
         def train_epoch(state, stopping, train):

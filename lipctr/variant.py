@@ -77,7 +77,8 @@ class Variant:
         if self.kind == "orig" and self.lambdas != (0.0,):
             raise ValueError(f"variant {self.name!r}: orig trains with lambda_r = 0 only, got {list(self.lambdas)}")
         check_aggregation(self.aggregation, f"variant {self.name!r}: aggregation")
-        rating_controls = self.controls.aux_rating or self.controls.rating_classes or self.controls.rating_noise != "none"
+        rating_controls = (self.controls.aux_rating or self.controls.rating_classes
+                           or self.controls.rating_noise != "none")
         if self.kind == "orig" and rating_controls:
             raise ValueError(f"variant {self.name!r}: the rating controls (rating_noise, rating_classes, aux_rating) "
                              f"change smooth's rating supervision; orig has none")

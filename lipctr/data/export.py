@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from lipctr.data.errors import DataError
 from lipctr.data.raw import RawData
 from lipctr.io import write_atomically

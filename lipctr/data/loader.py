@@ -23,6 +23,7 @@ from lipctr.data.preprocess import preprocess
 from lipctr.data.raw import RawData
 from lipctr.data.schema import Dataset
 
+
 def load_dataset(config: DataConfig, cache: bool = True) -> Dataset:
     """The preprocessed dataset of `config`, from <folder>/cache/ when an entry matches the
     current files and config. Dataset.stats holds the counts of every step."""

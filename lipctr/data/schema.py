@@ -62,7 +62,7 @@ class Schema:
                 "threshold": self.threshold, "user_field": self.user_field, "item_field": self.item_field}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Schema":
+    def from_dict(cls, data: dict) -> Schema:
         fields = tuple(Field(**f) for f in data["fields"])
         return cls(fields, **{k: v for k, v in data.items() if k != "fields"})
 

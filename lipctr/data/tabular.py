@@ -20,8 +20,7 @@ import pandas as pd
 from lipctr.data.config import DataConfig, dataset_dir
 from lipctr.data.errors import DataError
 from lipctr.data.raw import RawData, RawTable, first_bad, parse_float_seq, split_tokens
-from lipctr.data.text import (MISSING, check_fields, line_layout, quoted_layout, read_columns, separator_hint,
-                              strip_bom)
+from lipctr.data.text import MISSING, check_fields, line_layout, quoted_layout, read_columns, separator_hint, strip_bom
 
 NUMERIC_FIELDS = ("rating", "timestamp")
 PANDAS_NAMES = re.compile(r"Unnamed: \d+(_level_\d+)?")  # pandas' name for a nameless column

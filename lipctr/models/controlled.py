@@ -111,6 +111,7 @@ def controlled_model(model: CTRModel, controls: Controls, per_member_embedding_l
         return model
     if controls.aux_rating and model.num_outputs < 3:
         raise ValueError(f"aux_rating needs a 1 + N wide head (N >= 2), got num_outputs={model.num_outputs}")
-    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name", "aux_rating", "embedding_l2")}
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.name not in ("parent", "name", "aux_rating", "embedding_l2")}
     return controlled_class(type(model))(**fields, aux_rating=controls.aux_rating,
                                          embedding_l2=float(controls.embedding_l2))

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
-from flax.linen.dtypes import promote_dtype
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 from lipctr.models.base import MLP, CTRModel, Dropout, FirstOrderLinear, prediction_layer, xavier_normal, zeros
 from lipctr.models.regularization import first_order_norm, sum_of_norms
