@@ -24,6 +24,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from lipctr.shuffle import epoch_order
+
 AXES = ("seeds", "data")
 PLACEMENTS = ("replicated", "sharded")  # of the training split (data.placement)
 _ITEM = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(-?\d+)\s*$")
@@ -155,17 +157,18 @@ def put_sharded(tree, mesh: Mesh) -> tuple:
     return jax.tree.map(put, tree), present
 
 
-def shard_batches(key, per_shard: int, batch_size: int, size: int) -> tuple[jax.Array, jax.Array]:
+def shard_batches(key, per_shard: int, batch_size: int, size: int,
+                  shuffle: str = "sort") -> tuple[jax.Array, jax.Array]:
     """One epoch's batches of a split sharded over `size` data shards of per_shard rows: each
     shard's own permutation of its rows cut into batches of batch_size // size. Indices int32
     [num_batches, size, batch_size // size] into each shard, and weights of the same shape (0 on
-    the last batch's fillers, as lipctr.train.epoch_batches)."""
+    the last batch's fillers, as lipctr.train.epoch_batches); `shuffle` as lipctr.shuffle."""
     local = batch_size // size
     num_batches = max(1, math.ceil(per_shard / local))
     positions = jnp.arange(num_batches * local)
 
     def one(shard_key):
-        return jax.random.permutation(shard_key, per_shard)[positions % per_shard].reshape(num_batches, local)
+        return epoch_order(shard_key, per_shard, positions % per_shard, shuffle).reshape(num_batches, local)
 
     index = jnp.transpose(jax.vmap(one)(jax.random.split(key, size)), (1, 0, 2))
     weights = (positions < per_shard).astype(jnp.float32).reshape(num_batches, 1, local)

@@ -23,6 +23,7 @@ from lipctr.losses import LossConfig, multihead_loss
 from lipctr.member_hparams import OPTIMIZER_NAMES, check_names, member_loss_config, member_model
 from lipctr.models.base import CTRModel
 from lipctr.precision import compute_params
+from lipctr.shuffle import epoch_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class TrainConfig:
     compute_dtype: str = "float32"  # "bfloat16": the train step's matmuls and activations (lipctr.precision)
     embedding_optimizer: str = "adamw"  # "lazy_adam", "rowwise_adagrad", "sgd": touched rows (lipctr.embedding_optim)
     embedding_learning_rate: float = 0.0  # a sparse embedding optimizer's own learning rate; 0 = learning_rate
+    shuffle: str = "sort"  # the epoch's example order: "sort" or the O(n) "feistel" (lipctr.shuffle)
 
 class SavedState(NamedTuple):
     """What a resumable checkpoint holds of one member's TrainState: all but its hparams, which
@@ -133,15 +135,16 @@ def embedding_grad_norm(grads, field: str | None) -> jax.Array:
         node = node[key]
     return jnp.sqrt(jnp.sum(jnp.square(node)))
 
-def epoch_batches(key, num_train: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """A fresh permutation cut into batches: indices int32 [num_batches, batch_size] and weights.
+def epoch_batches(key, num_train: int, batch_size: int, shuffle: str = "sort") -> tuple[jax.Array, jax.Array]:
+    """A fresh permutation (`shuffle`, lipctr.shuffle) cut into batches: indices int32
+    [num_batches, batch_size] and weights.
 
     The last partial batch is filled up with examples from the start of the permutation at
     weight 0, so every example has weight 1 exactly once per epoch.
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
     positions = jnp.arange(num_batches * batch_size)
-    order = jax.random.permutation(key, num_train)[positions % num_train]
+    order = epoch_order(key, num_train, positions % num_train, shuffle)
     weights = (positions < num_train).astype(jnp.float32)
     return order.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
 
@@ -191,7 +194,7 @@ def train_step(model: CTRModel, loss_config: LossConfig, tx, params, model_state
 
 
 def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, batch_size: int, mesh=None,
-                  compute_dtype: str = "float32", placement: str = "replicated"):
+                  compute_dtype: str = "float32", placement: str = "replicated", shuffle: str = "sort"):
     """epoch(state, train, frozen=None) -> (state, EpochStats) for ONE member; vmap it over the
     ensemble. frozen (bool []): a sparse embedding optimizer keeps the member's rows (train_step).
 
@@ -203,7 +206,8 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
     `epoch_batches` (batch-norm statistics do see the weight-0 fillers of the last batch).
     With a mesh, each batch is split over its "data" axis (lipctr.sharding). With placement
     "sharded" (and a mesh), train is `to_device(..., placement="sharded")`: each data shard draws
-    its part of every batch from its own rows, in its own per-epoch permutation.
+    its part of every batch from its own rows, in its own per-epoch permutation. `shuffle`: how
+    the permutations are drawn (lipctr.shuffle).
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
     sharded = mesh is not None and placement == "sharded"
@@ -220,10 +224,10 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
     def epoch(state: TrainState, train: dict, frozen=None) -> tuple[TrainState, EpochStats]:
         key, perm_key, dropout_key = jax.random.split(state.key, 3)
         if sharded:
-            batches, weights = sharding.shard_batches(perm_key, per_shard, batch_size, shards)
+            batches, weights = sharding.shard_batches(perm_key, per_shard, batch_size, shards, shuffle)
             rows = sharding.local_rows(train, mesh)
         else:
-            batches, weights = epoch_batches(perm_key, num_train, batch_size)
+            batches, weights = epoch_batches(perm_key, num_train, batch_size, shuffle)
         config = member_loss_config(loss_config, state.lambda_r, state.hparams)
         own_model, own_tx = member_model(model, state.hparams), optimizer(state.hparams)
 

@@ -12,6 +12,7 @@ from lipctr.losses import AGGREGATIONS
 from lipctr.models import MODEL_NAMES, default_hparams
 from lipctr.sharding import MeshError, parse_mesh
 
+from lipctr.shuffle import SHUFFLES
 from experiments import data_source
 
 from experiments.configs.defaults import DATASETS, DEFAULTS, merge
@@ -107,6 +108,9 @@ def validate(config: dict, source: str = "config") -> dict:
                           f"got {config['train']['members']!r}")
     if config["train"]["compute_dtype"] not in COMPUTE_DTYPES:
         raise ConfigError(f"{source}: key 'train.compute_dtype' must be one of {', '.join(COMPUTE_DTYPES)}, "
+    if config["train"]["shuffle"] not in SHUFFLES:
+        raise ConfigError(f"{source}: key 'train.shuffle' must be one of {', '.join(SHUFFLES)}, "
+                          f"got {config['train']['shuffle']!r}")
                           f"got {config['train']['compute_dtype']!r}")
     _check_embedding_optimizer(config["train"], source)
     if config["loss"]["aggregation"] not in AGGREGATIONS:
