@@ -1,7 +1,8 @@
 """Scaling benchmark: how the training epoch's time and peak memory grow with the work.
 
     python -m benchmarks.scaling --series vocab     # 1K -> 1M ids, 400K rows: adamw, lazy_adam, rowwise_adagrad
-    python -m benchmarks.scaling --series rows      # 100K -> 10M rows, 100K ids: lazy_adam (--curves adamw,lazy_adam: both)
+    python -m benchmarks.scaling --series rows      # 100K -> 10M rows, 100K ids: lazy_adam with train.shuffle
+                                                    #   sort and feistel (--curves adamw,lazy_adam+feistel: ...)
     python -m benchmarks.scaling --series members   # 1 -> 25 members, 400K rows, 10K ids: adamw, lazy_adam
     python -m benchmarks.scaling --series devices   # 1 -> 4 forced CPU devices (mesh data=N), replicated / sharded
 
@@ -35,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SERIES = {  # series -> (x name, default sizes, default curves)
     "vocab": ("vocab", "1000,10000,100000,1000000", "adamw,lazy_adam,rowwise_adagrad"),
-    "rows": ("rows", "100000,300000,1000000,3000000,10000000", "lazy_adam"),
+    "rows": ("rows", "100000,300000,1000000,3000000,10000000", "lazy_adam,lazy_adam+feistel"),
     "members": ("members", "1,5,25", "adamw,lazy_adam"),
     "devices": ("devices", "1,2,4", "replicated,sharded"),
 }
@@ -83,7 +84,8 @@ def measure(point: dict) -> dict:
     seeds = list(range(SEED_BASE, SEED_BASE + point["members"]))
     config = validate(merge(named_config("widedeep_ml100k"), {
         "variants": ["orig"], "seeds": seeds, "mesh": spec, "data": {"placement": point["placement"]},
-        "train": {"embedding_optimizer": point["optimizer"], "batch_size": point["batch_size"]}}))
+        "train": {"embedding_optimizer": point["optimizer"], "batch_size": point["batch_size"],
+                  "shuffle": point.get("shuffle", "sort")}}))
     mesh = sharding.make_mesh(spec)
     trainer = build_trainer(config, dataset, "orig", mesh)
     train = to_device(dataset.train, mesh, point["placement"])
@@ -120,18 +122,23 @@ def run_point(point: dict, in_process: bool) -> dict:
 def points(args) -> list[dict]:
     x_name, _, _ = SERIES[args.series]
     base = {"rows": args.rows, "vocab": args.vocab, "members": args.members, "devices": 1, "optimizer": "adamw",
-            "placement": "replicated", "epochs": args.epochs, "batch_size": args.batch_size}
+            "placement": "replicated", "epochs": args.epochs, "batch_size": args.batch_size, "shuffle": "sort"}
     out = []
     for curve in args.curves:
-        for size in args.sizes:
-            key = "placement" if args.series == "devices" else "optimizer"
-            out.append({**base, x_name: size, key: curve, **({"optimizer": args.optimizer}
-                                                             if args.series == "devices" else {})})
+        if args.series == "devices":
+            own = {"placement": curve, "optimizer": args.optimizer}
+        else:  # <optimizer>[+<train.shuffle>]
+            optimizer, _, shuffle = curve.partition("+")
+            own = {"optimizer": optimizer, "shuffle": shuffle or "sort"}
+        out += [{**base, x_name: size, **own} for size in args.sizes]
     return out
 
 
 def curve_name(result: dict, series: str) -> str:
-    return result["placement"] if series == "devices" else result["optimizer"]
+    if series == "devices":
+        return result["placement"]
+    shuffle = result.get("shuffle", "sort")
+    return result["optimizer"] + ("" if shuffle == "sort" else f"+{shuffle}")
 
 
 def table(results: list[dict], series: str) -> str:
@@ -139,8 +146,9 @@ def table(results: list[dict], series: str) -> str:
     lines = [f"| curve | {x_name} | epoch s | warm-up s | peak RSS GB | params+opt state MB | rows per device |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {curve_name(r, series)} | {r[x_name]:,} | {r['epoch_seconds']:.3f} | {r['warmup_seconds']:.1f} "
-                     f"| {r['peak_rss_gb']:.2f} | {r['state_bytes'] / 2**20:.1f} | {r['rows_per_device']:,} |")
+        lines.append(f"| {curve_name(r, series)} | {r[x_name]:,} | {r['epoch_seconds']:.3f} "
+                     f"| {r['warmup_seconds']:.1f} | {r['peak_rss_gb']:.2f} | {r['state_bytes'] / 2**20:.1f} "
+                     f"| {r['rows_per_device']:,} |")
     lines += ["", "| curve | exponent (epoch s ~ x^a) | last / first epoch s |", "|---|---|---|"]
     for name, xs, ys in curves(results, series):
         lines.append(f"| {name} | {fit_exponent(xs, ys):.3f} | {ys[-1] / ys[0]:.2f} |" if len(xs) > 1 else
@@ -190,7 +198,8 @@ def parse_args(argv):
     parser.add_argument("--series", choices=SERIES, help="which series (see above)")
     parser.add_argument("--sizes", help="the x values, comma-separated (default: the series' own)")
     parser.add_argument("--curves", help="optimizers (vocab / rows / members: adamw, lazy_adam, rowwise_adagrad, "
-                        "sgd) or placements (devices: replicated, sharded), comma-separated (default: the series' own)")
+                        "sgd, each optionally +feistel for train.shuffle = feistel) or placements (devices: "
+                        "replicated, sharded), comma-separated (default: the series' own)")
     parser.add_argument("--rows", type=int, default=400_000, help="training rows when not the x (default 400000)")
     parser.add_argument("--vocab", type=int, default=None, help="ids per field when not the x (default 100000; "
                         "10000 for members and devices)")
@@ -212,7 +221,10 @@ def parse_args(argv):
         except argparse.ArgumentTypeError as error:
             parser.error(str(error))
         args.curves = (args.curves or SERIES[args.series][2]).split(",")
-        known = ("replicated", "sharded") if args.series == "devices" else ("adamw", "lazy_adam", "rowwise_adagrad", "sgd")
+        if args.series == "devices":
+            known = ("replicated", "sharded")
+        else:
+            known = [o + s for o in ("adamw", "lazy_adam", "rowwise_adagrad", "sgd") for s in ("", "+feistel")]
         if not set(args.curves) <= set(known):
             parser.error(f"--curves: {args.series} takes {', '.join(known)}, got {','.join(args.curves)}")
         if args.optimizer not in ("adamw", "lazy_adam", "rowwise_adagrad", "sgd"):

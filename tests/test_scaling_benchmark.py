@@ -39,9 +39,18 @@ def test_a_tiny_vocab_series_runs_and_writes_its_table_and_figure(tmp_path, caps
     assert (tmp_path / "vocab.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_shuffle_curve_sets_train_shuffle():
+    """`--curves lazy_adam,lazy_adam+feistel`: one point each with its train.shuffle, named apart."""
+    args = scaling.parse_args(["--series", "rows", "--sizes", "100", "--curves", "lazy_adam,lazy_adam+feistel"])
+    points = scaling.points(args)
+    assert [(p["optimizer"], p["shuffle"]) for p in points] == [("lazy_adam", "sort"), ("lazy_adam", "feistel")]
+    assert [scaling.curve_name(p, "rows") for p in points] == ["lazy_adam", "lazy_adam+feistel"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--series", "vocab", "--sizes", "1k"], "--sizes: expected comma-separated integers"),
     (["--series", "devices", "--curves", "lazy_adam"], "--curves: devices takes replicated, sharded"),
+    (["--series", "rows", "--curves", "lazy_adam+random"], "--curves: rows takes adamw"),
     ([], "--series is required"),
     (["--series", "devices", "--optimizer", "adam"], "--optimizer: one of adamw"),
 ])
