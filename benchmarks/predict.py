@@ -27,12 +27,11 @@ import jax
 import pandas as pd
 
 import lipctr
+from experiments.configs import named_config
+from experiments.run import build_trainer, run_variant
 from lipctr.data import get_preset, load_dataset
 from lipctr.ranking import ranking_candidates
 from lipctr.train import to_device
-
-from experiments.configs import named_config
-from experiments.run import build_trainer, run_variant
 
 
 def timed(fn, repeats: int) -> float:

@@ -150,7 +150,8 @@ def dot_signature(out_shape: str, rest: str, shapes: dict[str, str]) -> tuple:
 def signature_flops(signature: tuple) -> int:
     """2 x output elements x contracted size of a dot signature."""
     _, lhs, _, rhs, ((lhs_c, rhs_c), (lhs_b, rhs_b)), _ = signature
-    free = [n for i, n in enumerate(lhs) if i not in lhs_c + lhs_b] + [n for i, n in enumerate(rhs) if i not in rhs_c + rhs_b]
+    free = ([n for i, n in enumerate(lhs) if i not in lhs_c + lhs_b]
+            + [n for i, n in enumerate(rhs) if i not in rhs_c + rhs_b])
     return 2 * math.prod(lhs[i] for i in lhs_b) * math.prod(free) * math.prod(lhs[i] for i in lhs_c)
 
 
@@ -184,8 +185,10 @@ def dot_forms(signature: tuple) -> dict:
     if lhs_b or len(lhs_dims) != 2 or len(rhs_dims) != 2 or len(lhs_c) != 1:
         return forms
     forms["operands swapped"] = lambda a, b: dot(b, a, ((rhs_c, lhs_c), ((), ()))).T
-    forms["lhs transposed first"] = lambda a, b: dot(lax.optimization_barrier(a.T), b, (((1 - lhs_c[0],), rhs_c), ((), ())))
-    forms["rhs transposed first"] = lambda a, b: dot(a, lax.optimization_barrier(b.T), ((lhs_c, (1 - rhs_c[0],)), ((), ())))
+    forms["lhs transposed first"] = lambda a, b: dot(lax.optimization_barrier(a.T), b,
+                                                     (((1 - lhs_c[0],), rhs_c), ((), ())))
+    forms["rhs transposed first"] = lambda a, b: dot(a, lax.optimization_barrier(b.T),
+                                                     ((lhs_c, (1 - rhs_c[0],)), ((), ())))
     return forms
 
 
@@ -326,13 +329,14 @@ def print_profile(r: dict) -> None:
     for t in r["top"]:
         print(f"  {t['cpu_ms']:8.1f} ms  {t['class']:11s} {t['instruction']:32s} {t['op']}")
     print(f"  dots at their own measured rates: {r['dot_measured_s']:.3f} s per epoch "
-          f"({r['dot_gflop'] / r['dot_measured_s']:.0f} GFLOP/s overall, {100 * r['dot_measured_s'] / r['wall_s']:.0f}% "
-          f"of the traced epoch); the largest:")
+          f"({r['dot_gflop'] / r['dot_measured_s']:.0f} GFLOP/s overall, "
+          f"{100 * r['dot_measured_s'] / r['wall_s']:.0f}% of the traced epoch); the largest:")
     for d in r["dots"][:5]:
         print(f"  {d['per_step']:3d} x {d['ms']:7.3f} ms  {d['gflop'] / d['ms'] * 1e3:5.0f} GFLOP/s  {d['dot']}")
         for name, form in d.get("forms", {}).items():
             if name != "as compiled":
-                print(f"          {name:22s} {form['ms']:7.3f} ms  {'bit-equal' if form['bit_equal'] else 'DIFFERENT bits'}")
+                bits = "bit-equal" if form["bit_equal"] else "DIFFERENT bits"
+                print(f"          {name:22s} {form['ms']:7.3f} ms  {bits}")
 
 
 def main(argv=None) -> int:

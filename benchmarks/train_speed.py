@@ -23,13 +23,13 @@ import time
 
 import jax
 
-from lipctr.data.schema import Split
+from experiments.configs import model_hparams, named_config
 from lipctr.data import synthetic_dataset
+from lipctr.data.schema import Split
 from lipctr.models import build_model
 from lipctr.train import TrainConfig, to_device
-from lipctr.variant import Variant, orig, smooth
 from lipctr.trainer import Trainer
-from experiments.configs import model_hparams, named_config
+from lipctr.variant import Variant, orig, smooth
 
 SEEDS = [2020, 2021, 2022, 2023, 2024]
 
@@ -39,7 +39,8 @@ def measure(model_name: str, dataset, variant: Variant, members: int, repeats: i
     schema = dataset.schema
     model = build_model(model_name, schema, variant.num_outputs(schema.num_ratings), **model_hparams(config))
     trainer = Trainer(model, variant.loss_config(schema.threshold),
-                      TrainConfig(learning_rate=config["train"]["learning_rate"]), len(dataset.train), len(dataset.valid))
+                      TrainConfig(learning_rate=config["train"]["learning_rate"]),
+                      len(dataset.train), len(dataset.valid))
     train, valid = to_device(dataset.train), to_device(dataset.valid)
     chosen = variant.members(SEEDS[:members])
     state, stopping = trainer.init(train["features"], [m.seed for m in chosen], [m.lambda_r for m in chosen])
@@ -91,7 +92,8 @@ def main(argv=None) -> None:
                 results[head, members] = r
                 print(f"{name:9} {head:6} {members:>5} {r['compile_s']:9.2f} {r['epoch_s']:8.2f} "
                       f"{r['eval_s']:7.3f} {r['examples_per_s']:11,.0f}", flush=True)
-        print(f"  {name}: 5-seed / 1-seed epoch (orig) {results['orig', 5]['epoch_s'] / results['orig', 1]['epoch_s']:.2f}"
+        print(f"  {name}: 5-seed / 1-seed epoch (orig) "
+              f"{results['orig', 5]['epoch_s'] / results['orig', 1]['epoch_s']:.2f}"
               f" (target <= 5.0); smooth / orig epoch (5 seeds) "
               f"{results['smooth', 5]['epoch_s'] / results['orig', 5]['epoch_s']:.3f} (target <= 1.10); "
               f"smooth / orig eval (5 seeds) {results['smooth', 5]['eval_s'] / results['orig', 5]['eval_s']:.3f}"

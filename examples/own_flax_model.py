@@ -7,7 +7,11 @@ logit + a rating head, `lipctr.aux_rating_loss`). Prints per variant `<variant> 
 """
 import argparse
 
-import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax  # noqa: E401
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
 import lipctr
 from lipctr.data import get_preset, load_dataset, synthetic_dataset

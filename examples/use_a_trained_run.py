@@ -27,7 +27,8 @@ def main(run_dir: str, variant: str = "smooth"):
     with tempfile.TemporaryDirectory() as folder:
         run.export(f"{folder}/scoring.export")  # a jax.export program + vocabularies: no lipctr model code
         again = lipctr.load_exported(f"{folder}/scoring.export").predict(pairs)
-    print(f"exported program: max |probability difference| = {np.abs(again.probability - scores.probability).max():.2e}")
+    difference = np.abs(again.probability - scores.probability).max()
+    print(f"exported program: max |probability difference| = {difference:.2e}")
 
 
 if __name__ == "__main__":
