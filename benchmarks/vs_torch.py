@@ -22,14 +22,24 @@ Setup (torch is never part of lipctr's default install or CI): a separate venv f
     /work/venv-bench/bin/pip install torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl  # a CPU build
     /work/venv-bench/bin/pip install recbole==1.2.1 --no-deps
     /work/venv-bench/bin/pip install "numpy<2" "pandas<2.3" "scipy<1.14" "scikit-learn<1.6" colorlog==4.7.2 \\
-        colorama pyyaml tensorboard texttable thop tabulate plotly psutil
+        colorama pyyaml tensorboard texttable thop tabulate plotly psutil tqdm
 
-(RecBole 1.2.1 needs numpy < 2; the `bench` extra of pyproject.toml lists the same), then, from lipctr's own venv at the
-repository root, on a quiet machine (a full run of all seven backbones takes about 15-25 minutes on
-2 cores, about half of it xDeepFM):
+(RecBole 1.2.1 needs numpy < 2; the `bench` extra of pyproject.toml lists the same, and RecBole's
+dataset module imports tqdm), then, from lipctr's own venv at the repository root, on a quiet
+machine (a full run of all nine backbones takes about 20-30 minutes on 2 cores, about half of it
+xDeepFM):
 
     python -m benchmarks.vs_torch --torch-python /work/venv-bench/bin/python
     python -m benchmarks.vs_torch --models nfm,dcnv2 --epochs 3 --repeats 2 --json out.json
+    python -m benchmarks.vs_torch --models deepfm,dcn --torch-python /work/venv-bench/bin/python
+
+Both sides take each backbone's hyper-parameters from lipctr's registry defaults merged with the
+`<model>_ml100k` config (`recbole_config` passes them to RecBole; embedding_size 16 on both sides):
+DeepFM mlp_hidden_size (128, 128, 128), dropout_prob 0.2 (RecBole's DeepFM.yaml); DCN
+cross_layer_num 6, mlp_hidden_size (256, 256, 256), dropout_prob 0.2, reg_weight 2.0 (RecBole's
+DCN.yaml); learning rate 1e-3, no weight decay, batch 4096 (the configs). lipctr's K = 1 DeepFM has
+its d FM readout weights more than RecBole's (docs/models.md); `benchmarks/recbole_logits.py`
+checks that the same weights give both sides the same logits.
 
 lipctr's side runs with lipctr's CLI defaults for XLA:CPU (lipctr.runtime); set XLA_FLAGS to
 compare other settings. On a loaded machine the numbers mean little, and PyTorch's suffer most:
@@ -54,9 +64,10 @@ from pathlib import Path
 
 from lipctr.io import OutputPathError, check_output
 
-MODELS = ("widedeep", "nfm", "xdeepfm", "autoint", "fignn", "dcnv2", "eulernet")
+MODELS = ("widedeep", "nfm", "xdeepfm", "autoint", "fignn", "dcnv2", "eulernet", "deepfm", "dcn")
 RECBOLE_NAMES = {"widedeep": "WideDeep", "nfm": "NFM", "xdeepfm": "xDeepFM", "autoint": "AutoInt",
-                 "fignn": "FiGNN", "dcnv2": "DCNV2", "eulernet": "EulerNet"}
+                 "fignn": "FiGNN", "dcnv2": "DCNV2", "eulernet": "EulerNet", "deepfm": "DeepFM", "dcn": "DCN"}
+LIPCTR_ONLY = ("cross_init", "scalar_side_branches")  # lipctr hyper-parameters RecBole has no key for
 SEEDS = (2020, 2021, 2022, 2023, 2024)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,7 +114,7 @@ def recbole_config(model: str, data: str, seed: int) -> dict:
     config = named_config(f"{model}_ml100k")
 
     hparams = {**default_hparams(model), **config["model_hparams"]}
-    hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in hparams.items() if k != "cross_init"}
+    hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in hparams.items() if k not in LIPCTR_ONLY}
     hparams["embedding_size"] = hparams.pop("embedding_dim")
     folder = Path(data)
     return {
@@ -141,12 +152,13 @@ def torch_worker(settings: dict, threads: int, warmup: int, epochs: int) -> dict
             "threads": torch.get_num_threads()}
 
 
-def run_worker(python: str, args: list[str]) -> dict:
-    """One measurement in a fresh process; its last stdout line is the result (JSON)."""
+def run_worker(python: str, args: list[str], script: Path | None = None) -> dict:
+    """One measurement in a fresh process running `script --worker` (default this file); its last stdout
+    line is the result (JSON)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     with tempfile.TemporaryDirectory(prefix="vs-torch-") as cwd:  # RecBole writes log folders into its cwd
-        done = subprocess.run([python, str(Path(__file__).resolve()), "--worker", *args], cwd=cwd, env=env,
+        done = subprocess.run([python, str(script or Path(__file__).resolve()), "--worker", *args], cwd=cwd, env=env,
                               capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"error: worker {' '.join(args)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")

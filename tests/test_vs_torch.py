@@ -34,3 +34,16 @@ def test_bad_arguments_get_one_line_errors(argv, message, tmp_path, monkeypatch,
     assert vs_torch.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("model, name, keys", [
+    ("deepfm", "DeepFM", {"mlp_hidden_size": [128, 128, 128], "dropout_prob": 0.2}),
+    ("dcn", "DCN", {"cross_layer_num": 6, "mlp_hidden_size": [256, 256, 256], "dropout_prob": 0.2, "reg_weight": 2.0}),
+])
+def test_deepfm_and_dcn_reach_recbole_with_the_configs_hyper_parameters(model, name, keys, tmp_path):
+    """RecBole gets its own model name, the registry / config values and no lipctr-only key."""
+    settings = vs_torch.recbole_config(model, str(tmp_path / "ml-100k"), 2020)
+    assert settings["model"] == name and settings["embedding_size"] == 16
+    assert {k: settings[k] for k in keys} == keys
+    assert not set(vs_torch.LIPCTR_ONLY) & set(settings) and "embedding_dim" not in settings
+    assert settings["learning_rate"] == 1e-3 and settings["train_batch_size"] == 4096
