@@ -1,32 +1,80 @@
-"""The experiment CLI's command line: flags -> one validated config (`parse_args`, `resolve_config`).
+"""The training commands' command line (experiments.main, experiments.mechanism, experiments.bandwidth).
 
-Every flag is written over the named config (or --resume's stored one) and the result is
-validated once, so a bad flag stops with one line naming it before anything is loaded.
+One argument group every training command takes (`add_shared_arguments`), the flags that were
+renamed (`parse`, refused with one line naming the new spelling), and flags -> validated configs
+(`resolve_config`, `resolve_configs`): every flag is written over the named config (or --resume's
+stored one) and the result is validated once, so a bad flag stops with one line naming it before
+anything is loaded. `parse_args` is experiments.main's parser: the shared group and its own flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from experiments import data_source
-from experiments.configs import ConfigError, load_config, merge, parse_toml_value, validate
+from experiments.configs import PAPER_MODELS, ConfigError, load_config, merge, parse_toml_value, toml, validate
 from experiments.configs import grid as grid_config
 from experiments.rundir import resume_config
+from lipctr.models import MODEL_NAMES
 
 DEFAULT_CONFIG = "dcnv2_ml100k"
+MAIN_DESCRIPTION = ("Train a config's orig and smooth variants with every seed at once into "
+                    "<runs-dir>/<model>_<dataset>/<timestamp>/ and print the Table-1-style summary.")
+MODEL_SETS = {"all": MODEL_NAMES, "paper": PAPER_MODELS}
+MAIN_RENAMED = {"--lambda-sweep": "--grid loss.lambda_r=0.1,0.3,0.5 (the sweep as one ensemble, the point chosen on "
+                                  "validation) or --select-lambda (the sweep beside the config's lambda_r; its values: "
+                                  "--set lambda_sweep=[0.1,0.3,0.5])"}
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every training command: one group, then the data flags (experiments.data_source)."""
+    g = parser.add_argument_group("every training command (docs/cli.md: 'One command line')")
+    g.add_argument("--config", help=f"<model>_<dataset> (e.g. dcnv2_ml1m) or a .toml file (default {DEFAULT_CONFIG})")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.learning_rate=5e-3 (value in TOML syntax)")
+    g.add_argument("--seeds", help="comma-separated seeds, e.g. 2020,2021 (default: the config's, 2020-2024)")
+    g.add_argument("--epochs", type=int, help="maximum number of epochs (with --resume: train longer)")
+    g.add_argument("--models", help="'all' (the twelve backbones), 'paper' (the paper's seven) or a comma list, "
+                                    "each as <model>_<dataset> on the config's dataset (default: the config's model)")
+    g.add_argument("--runs-dir", help="where the command's output folders are created (default runs)")
+    g.add_argument("--resume", metavar="DIR",
+                   help="continue the interrupted run (experiments.main) or study (mechanism, bandwidth) in DIR")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--mesh", help="device mesh over all visible devices, e.g. seeds=4 or seeds=2,data=2 "
+                                  "(default: the config's 'mesh'; '' = one device)")
+    g.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as TOML (what the command would run; --config FILE.toml runs it) "
+                        "and exit")
+    data_source.add_arguments(parser)
+
+
+def parse(parser: argparse.ArgumentParser, argv, renamed: dict[str, str]) -> argparse.Namespace:
+    """parser's arguments; ConfigError naming the replacement of a flag that was renamed or removed."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if flag in renamed:
+            raise ConfigError(f"{flag} is no longer a flag of {parser.prog}; use {renamed[flag]}")
+    return parser.parse_args(argv)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.main", description=__doc__)
-    p.add_argument("--config", help=f"<model>_<dataset> (e.g. dcnv2_ml1m) or a .toml file (default {DEFAULT_CONFIG})")
+    """experiments.main's command line (ConfigError for a removed flag)."""
+    return parse(main_parser(), argv, MAIN_RENAMED)
+
+
+def main_parser() -> argparse.ArgumentParser:
+    """experiments.main's parser: the shared group, then its own flags."""
+    p = argparse.ArgumentParser(prog="python -m experiments.main", description=MAIN_DESCRIPTION)
+    add_shared_arguments(p)
     p.add_argument("--variant", choices=["orig", "smooth", "both"], help="default: both")
     p.add_argument("--lambda-r", type=float, help="lambda_r of the smooth variant")
-    p.add_argument("--lambda-sweep", help="comma-separated lambda_r values trained as one ensemble, e.g. 0.1,0.3,0.5,0.7,0.9")
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 2020,2021 (default 2020-2024)")
-    p.add_argument("--epochs", type=int, help="maximum number of epochs (with --resume: train longer)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set train.learning_rate=5e-3 (value in TOML syntax)")
-    g = p.add_argument_group("grids (README: 'Tuning: grids as one compiled ensemble')")
+    p.add_argument("--analysis",
+                   help="'all' or a comma list of lambda (Fig. 4: the lambda_r sweep, as --select-lambda; with "
+                        "--models only dcnv2, widedeep, xdeepfm), analyses (weight norms, noise, Lipschitz), report; "
+                        "'none' (default) only trains")
+    g = p.add_argument_group("grids (docs/tuning.md)")
     g.add_argument("--grid", action="append", default=[], metavar="KEY=VALUES",
                    help="a per-member grid key (repeatable): members = product of the grid x seeds, one compiled "
                         "ensemble, e.g. --grid train.learning_rate=1e-3,5e-3 --grid loss.lambda_r=0.1,0.5,0.9")
@@ -41,29 +89,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="refuse a grid whose variant trains more than N members (points x programs x seeds; "
                         "default 1000, 0 = no limit); the grid's members, memory and epoch time are printed first")
     g.add_argument("--select-lambda", action="store_true", default=None,
-                   help="also train the lambda_r sweep (the config's lambda_sweep, else 0.1..0.9) of smooth and report "
-                        "smooth at the lambda_r of best mean validation AUC next to the config's lambda_r")
-    p.add_argument("--runs-dir", help="where run directories are created (default runs)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run in RUN_DIR with its stored config (only --epochs, --mesh, "
-                        "--no-progress and --analysis may be given with it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--analysis",
-                   help="after training: 'all' or a comma list of lambda (Fig. 4 sweep), analyses (weight norms, "
-                        "noise, Lipschitz), report; 'none' (default) only trains")
-    p.add_argument("--models", help="'all': run the config's dataset for all seven backbones (<model>_<dataset>); the lambda "
-                        "sweep then covers the paper's Figure 4 models (dcnv2, widedeep, xdeepfm)")
-    data_source.add_arguments(p)
-    g = p.add_argument_group("devices and hosts (README: 'Many devices and hosts')")
-    g.add_argument("--mesh", help="device mesh over all visible devices, e.g. seeds=4 or seeds=2,data=2 "
-                                  "(default: the config's 'mesh'; '' = one device)")
+                   help="the lambda_r sweep: shorthand for a --grid loss.lambda_r of the config's lambda_sweep "
+                        "(else 0.1..0.9) trained beside the config's lambda_r; reports smooth at the lambda_r of "
+                        "best mean validation AUC next to it")
+    g = p.add_argument_group("hosts (docs/devices.md)")
     g.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize (settings not given below come from the "
                         "environment: JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, Cloud TPU, Kubernetes)")
     g.add_argument("--coordinator-address", help="multi-host: HOST:PORT of process 0 (implies --distributed)")
     g.add_argument("--num-processes", type=int, help="multi-host: number of processes (implies --distributed)")
     g.add_argument("--process-id", type=int, help="multi-host: this process's id, 0..N-1 (implies --distributed)")
-    return p.parse_args(argv)
+    p.set_defaults(own_flags=_apply_main_flags)
+    return p
 
 
 def _parse_list(flag: str, text: str, kind, example: str) -> list:
@@ -91,9 +128,13 @@ def _set_key(config: dict, dotted: str, value) -> dict:
     return merge(config, update)
 
 
-def _apply_grid_flags(config: dict, args: argparse.Namespace) -> dict:
-    """--grid / --grid-programs written over the config's grid tables (a key given twice on the
-    command line is an error), --max-members, --select-lambda."""
+def _apply_main_flags(config: dict, args: argparse.Namespace) -> dict:
+    """experiments.main's own flags: --variant, --lambda-r, --grid / --grid-programs written over the
+    config's grid tables (a key given twice on the command line is an error), --max-members, --select-lambda."""
+    if args.variant:
+        config["variants"] = ["orig", "smooth"] if args.variant == "both" else [args.variant]
+    if args.lambda_r is not None:
+        config["loss"]["lambda_r"] = args.lambda_r
     given: dict[str, str] = {}
     for table, flag, items in (("grid", "--grid", args.grid), ("grid_programs", "--grid-programs", args.grid_programs)):
         for item in items:
@@ -121,18 +162,43 @@ def resolve_config(args: argparse.Namespace, name: str | None = None) -> dict:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.learning_rate=5e-3")
         key, value = item.split("=", 1)
         config = _set_key(config, key.strip(), parse_toml_value(value.strip()))
-    if args.variant:
-        config["variants"] = ["orig", "smooth"] if args.variant == "both" else [args.variant]
-    if args.lambda_r is not None:
-        config["loss"]["lambda_r"] = args.lambda_r
-    if args.lambda_sweep is not None:
-        config["lambda_sweep"] = _parse_list("--lambda-sweep", args.lambda_sweep, float, "0.1,0.3,0.5")
+    if getattr(args, "own_flags", None):
+        config = args.own_flags(config, args)
     if args.seeds is not None:
         config["seeds"] = _parse_list("--seeds", args.seeds, int, "2020,2021")
     if args.epochs is not None:
         config["train"]["max_epochs"] = args.epochs
-    config = _apply_grid_flags(config, args)
     config = data_source.apply_flags(config, args)
     if args.mesh is not None:
         config["mesh"] = args.mesh
     return validate(config, source=name)
+
+
+def model_names(text: str) -> tuple[str, ...]:
+    """--models: 'all', 'paper' or a comma list of backbones; ConfigError naming an unknown one."""
+    if text in MODEL_SETS:
+        return MODEL_SETS[text]
+    models = tuple(m.strip() for m in text.split(","))
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise ConfigError(f"--models: unknown backbone(s) {unknown}; expected {', '.join(MODEL_SETS)} or a comma list "
+                          f"of {', '.join(MODEL_NAMES)}")
+    return models
+
+
+def resolve_configs(args: argparse.Namespace) -> list[dict]:
+    """One config, or with --models one per backbone: <model>_<dataset> on the config's dataset."""
+    config = resolve_config(args)
+    if not args.models:
+        return [config]
+    return [resolve_config(args, f"{model}_{config['dataset']}") for model in model_names(args.models)]
+
+
+def print_config(configs: list[dict], prog: str, argv) -> None:
+    """--print-config: the resolved config as TOML on stdout (ConfigError for several --models)."""
+    if len(configs) > 1:
+        raise ConfigError(f"--print-config prints one config; --models gave {len(configs)}: give one backbone")
+    command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
+    print(toml.dumps(configs[0], (f"the config of: {command}", f"{prog} --config FILE.toml runs it"
+                                                                 " (the flags given with it are written over it)")),
+          end="")

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipctr.io import OutputPathError, check_output, write_text_atomic
-
 from experiments.configs.grid import flatten
-from experiments.report.tables import markdown_table, read_run
 from experiments.report.stats import paired_difference
+from experiments.report.tables import markdown_table, read_run
+from lipctr.io import OutputPathError, check_output, write_text_atomic
 
 
 def config_differences(baseline: dict, other: dict) -> list[str]:

@@ -1,13 +1,15 @@
 """What a run needs of its data, checked before any run directory exists: every split non-empty,
 both labels in train, valid and test (AUC and early stopping are undefined otherwise), and enough
-unseen items per test user for the ranking candidates (eval.num_negatives). Each refusal names the
-split, the counts and the user's raw id."""
+unseen items per test user for the ranking candidates (eval.num_negatives, `test_candidates`).
+Each refusal names the split, the counts and the user's raw id."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from experiments.configs import ConfigError
 from lipctr.data import DataError, Dataset
+from lipctr.ranking import ranking_candidates
 
 
 def raw_id(dataset: Dataset, field: str, index: int):
@@ -62,3 +64,13 @@ def _check_ranking(config: dict, dataset: Dataset) -> None:
         f"{len(test_users):,} test users have fewer than eval.num_negatives = {need} items they never "
         f"interacted with; user {user!r} interacted with {int(seen[test_users[worst]]):,} of the {num_items:,} "
         f"items, leaving {most}; {advice}")
+
+
+def test_candidates(config: dict, dataset: Dataset):
+    """The test split's ranking candidates of a config; ConfigError if eval.num_negatives exceeds
+    the items some test user never interacted with (the only items it can be ranked against)."""
+    ev = config["eval"]
+    try:
+        return ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
+    except ValueError as error:
+        raise ConfigError(f"key 'eval.num_negatives' = {ev['num_negatives']}: {error}") from None

@@ -1,4 +1,4 @@
-"""Training a config's hyper-parameter grid (issue 14): programs, waves, member records.
+"""Training a config's hyper-parameter grid: programs, waves, member records.
 
 A variant's members are the points of its per-member grid (experiments.configs.grid.variant_grid)
 times the seeds, trained as one compiled ensemble; each point of `grid_programs` is a separate

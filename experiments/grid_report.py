@@ -1,4 +1,4 @@
-"""A trained grid's selection and outputs (issue 14).
+"""A trained grid's selection and outputs.
 
 Selection rule: per variant, the point with the best mean VALIDATION AUC over its seeds (each
 member's best_valid_auc, the early-stopping criterion) is chosen (the first such point on a tie);
@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipctr.io import write_json_atomic, write_text_atomic
-
 from experiments.report.figures import grid_figure, save_png
+from lipctr.io import write_json_atomic, write_text_atomic
 
 RULE = "best mean validation AUC over seeds (best_valid_auc); test metrics reported, never used to choose"
 COLUMNS = {"valid_auc": "best_valid_auc", "valid_logloss": "valid_logloss", "test_auc": "auc",
@@ -102,7 +101,8 @@ def edge_notes(records: list[dict], chosen: dict[str, dict]) -> list[str]:
                 continue
             if value in (values[0], values[-1]):
                 side = "smallest" if value == values[0] else "largest"
-                notes.append(f"{variant}: {key}={value:g} is the {side} value of its grid ({values[0]:g}..{values[-1]:g}); "
+                notes.append(f"{variant}: {key}={value:g} is the {side} value of its grid "
+                             f"({values[0]:g}..{values[-1]:g}); "
                              "the best may lie beyond it: extend the range on that side")
     return notes
 

@@ -62,6 +62,7 @@ def read_history(path: Path, labels: list[str], epochs: int) -> list[dict]:
     if have != expected or len(rows) != len(expected):
         lacking = sorted(expected - have)
         raise RunDirError(f"{path}: expected one row per member for epochs 1-{epochs} ({len(expected)} rows), "
-                          f"found {len(rows)}" + (f"; missing e.g. epoch {lacking[0][0]} of {lacking[0][1]}" if lacking else ""))
+                          f"found {len(rows)}"
+                          + (f"; missing e.g. epoch {lacking[0][0]} of {lacking[0][1]}" if lacking else ""))
     rows = rows.astype({"epoch": int, "seed": int, "lambda_r": float, "stopped": bool})
     return rows.to_dict("records")

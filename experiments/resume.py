@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.history import read_history
+from experiments.rundir import RunDirError
 from lipctr import sharding
 from lipctr.checkpoint import StateCheckpoints
 from lipctr.trainer import Trainer
-
-from experiments.history import read_history
-from experiments.rundir import RunDirError
 
 
 def log(text: str) -> None:

@@ -1,4 +1,7 @@
 """Run one variant (orig or smooth) of a config: train the ensemble, evaluate, write the outputs.
+`run_variant` reads a finished variant back or builds its trainer (`build_trainer`, of the members
+`config_variant` lists), restores a saved state, trains with experiments.epoch_log writing every
+epoch, and writes the rest with experiments.variant_outputs.
 
 Outputs under `<run_dir>/<variant>/`, each written atomically:
   metrics.csv        per-epoch, per-member training and validation metrics
@@ -18,36 +21,26 @@ saving the orbax checkpoints (which hold the real members only, so any mesh or n
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 from pathlib import Path
-
-import jax
-import numpy as np
-import pandas as pd
-from tqdm import tqdm
-
-from lipctr import metrics, sharding
-from lipctr import variant as variants
-from lipctr.checkpoint import StateCheckpoints, save_tree
-from lipctr.controls import Controls, controlled_train_split
-from lipctr.data.schema import Dataset
-from lipctr.io import save_npz_atomic, write_json_atomic, write_text_atomic
-from lipctr.member_hparams import grid_points, member_hparam, per_member_keys, stacked_values
-from lipctr.models import build_model
-from lipctr.models.controlled import controlled_model
-from lipctr.run_files import write_run_files
-from lipctr.evaluation import member_metrics
-from lipctr.train import TrainConfig, to_device
-from lipctr.trainer import Trainer, fit
 
 from experiments import data_source
 from experiments.configs import model_hparams
-from experiments.history import history_rows
+from experiments.epoch_log import EpochLog
+from experiments.resume import log as _log
+from experiments.resume import read_final, restore_state, saved_history
 from experiments.tensorboard_log import open_log
-from experiments.resume import log as _log, read_final, restore_state, resumable, saved_history
-
-METRIC_KEYS = ("auc", "logloss")
+from experiments.variant_outputs import final_record, write_outputs
+from lipctr import sharding
+from lipctr import variant as variants
+from lipctr.checkpoint import StateCheckpoints
+from lipctr.controls import Controls, controlled_train_split
+from lipctr.data.schema import Dataset
+from lipctr.io import write_json_atomic
+from lipctr.member_hparams import grid_points, member_hparam, per_member_keys, stacked_values
+from lipctr.models import build_model
+from lipctr.models.controlled import controlled_model
+from lipctr.train import TrainConfig, to_device
+from lipctr.trainer import Trainer, fit
 
 
 def config_variant(config: dict, variant: str, points: list[dict] | None = None) -> variants.Variant:
@@ -96,41 +89,6 @@ def build_trainer(config: dict, dataset: Dataset, variant: str, mesh=None, point
                    data_source.placement(config))
 
 
-def _point(spec: variants.Variant, member: variants.Member) -> dict:
-    """{"hparams": the member's grid point} in a grid run, else {} (final.json, run_schema.json)."""
-    return {"hparams": spec.member_point(member)} if spec.points else {}
-
-
-def _summary(values: np.ndarray) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
-
-
-def evaluate_test(trainer: Trainer, stopping, dataset: Dataset, config: dict, candidates,
-                  num_members: int | None = None) -> tuple[dict, dict]:
-    """Test metrics [M] of each member's best params, and the arrays to save; with num_members,
-    only the first num_members members (the rest are a mesh's padding)."""
-    test = to_device(dataset.test, trainer.mesh)
-    start = time.perf_counter()
-    best = (stopping.best_params, stopping.best_model_state)
-    logits = jax.block_until_ready(trainer.predict_logits(*best, test["features"]))
-    probs = trainer.click_probability(logits)
-    test_seconds = time.perf_counter() - start
-    scores = trainer.click_score(logits)
-    results = member_metrics(scores, probs, test["label"])
-    relevant = candidates.select(candidates.relevant)
-    ranked = trainer.score_candidates(*best, relevant)
-    ranking = jax.vmap(lambda s: metrics.ranking_metrics(s, relevant.relevant, tuple(config["eval"]["ks"])))(ranked)
-    results.update(ranking)
-    results = {k: sharding.to_host(v)[:num_members] for k, v in results.items()}
-    arrays = {
-        "label": dataset.test.label,
-        "rating": dataset.test.rating,
-        "probability": sharding.to_host(probs)[:num_members],
-        "logits": sharding.to_host(logits)[:num_members],
-    }
-    return results, {"arrays": arrays, "test_seconds": test_seconds}
-
-
 def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, candidates,
                 progress: bool = True, output: str | None = None, mesh=None, points: list[dict] | None = None) -> dict:
     """Train (or resume) one variant to the end and write its outputs to `<run_dir>/<output>/`
@@ -143,8 +101,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     spec = config_variant(config, variant, points)
     members = spec.members(config["seeds"])
     num = len(members)
-    sweep = spec.sweep
-    labels = [m.label(sweep) for m in members]
+    labels = [m.label(spec.sweep) for m in members]
     max_epochs = config["train"]["max_epochs"]
     if final_path.exists():
         final = read_final(final_path, labels)
@@ -157,8 +114,7 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
     optimizer = config["train"].get("embedding_optimizer", "adamw")
     history = saved_history(checkpoints, labels, out / "metrics.csv", optimizer) if resuming else []
     trainer = build_trainer(config, dataset, variant, mesh, points)
-    controls = spec.controls
-    train = to_device(controlled_train_split(dataset.train, dataset.schema, controls), mesh,
+    train = to_device(controlled_train_split(dataset.train, dataset.schema, spec.controls), mesh,
                       data_source.placement(config))
     valid = to_device(dataset.valid, mesh)
     state, stopping = trainer.init(train["features"], [m.seed for m in members], [m.lambda_r for m in members],
@@ -170,89 +126,13 @@ def run_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, can
         seconds_before = float(info.get("train_seconds", 0.0))
     board = open_log(config, out, variant, labels, members, [spec.member_point(m) for m in members],
                      history) if sharding.is_primary() else None  # TensorBoard: log.tensorboard
-
-    model_name = config["model"]
-    bar = tqdm(total=config["train"]["max_epochs"], initial=len(history) // max(len(members), 1),
-               desc=f"{model_name} {variant}", unit="epoch", file=sys.stderr,
-               disable=not (progress and sharding.is_primary()),
-               dynamic_ncols=True)
-    reported_divergence = set()
-
-    def on_epoch(state, stopping, record):
-        rows = history_rows(record, labels, members)
-        history.extend(rows)
-        if sharding.is_primary():
-            write_text_atomic(out / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
-        if board is not None:
-            board.write(rows)
-        if record.epoch % config["checkpoint_every"] == 0 or record.stopped[:num].all():
-            seconds = seconds_before + time.perf_counter() - start
-            checkpoints.save(record.epoch, resumable(trainer, state, stopping, num),
-                             {"members": labels, "train_seconds": seconds, "embedding_optimizer": optimizer})
-        for i in np.flatnonzero(record.diverged[:num]):
-            if i not in reported_divergence:
-                reported_divergence.add(i)
-                m = members[i]
-                tqdm.write(
-                    f"NaN/inf training loss: model {model_name}, variant {variant}, seed {m.seed}, "
-                    f"lambda_r {m.lambda_r:g}, epoch {record.epoch}; that member stopped and keeps its "
-                    f"best params (epoch {int(sharding.to_host(stopping.best_epoch)[i])}).",
-                    file=sys.stderr,
-                )
-        bar.update(1)
-        bar.set_postfix_str("valid AUC " + " ".join(f"{a:.4f}" for a in record.valid_auc[:min(num, 8)]))
-
-    start = time.perf_counter()
-    state, stopping = fit(trainer, state, stopping, train, valid, on_epoch)
-    bar.close()
-    train_seconds_total = seconds_before + time.perf_counter() - start  # all sessions' training
-
-    results, extra = evaluate_test(trainer, stopping, dataset, config, candidates, num)
-    if sharding.is_primary():
-        save_npz_atomic(out / "predictions.npz", **extra["arrays"])
-    best_all = trainer.real_members({"params": stopping.best_params, **stopping.best_model_state}, num)
-    for i, m in enumerate(members):
-        save_tree(out / "checkpoints" / m.label(sweep), jax.tree.map(lambda x: x[i], best_all))
-    if sharding.is_primary():  # what makes the variant scorable on its own (lipctr.load_run)
-        write_run_files(out, dataset, trainer, config["model"], [
-            {"member": m.label(sweep), "seed": m.seed, "lambda_r": m.lambda_r, **_point(spec, m)} for m in members])
-    stopping = jax.tree.map(sharding.to_host,
-                            trainer.real_members(stopping._replace(best_params=None, best_model_state=None), num))
-
-    frame = pd.DataFrame(history)
-    epochs = frame.drop_duplicates("epoch")
-    final = {
-        "config": config["model"] + "_" + config["dataset"],
-        "variant": variant,
-        "num_outputs": trainer.model.num_outputs,
-        "lambda_sweep": config["lambda_sweep"] if sweep else [],
-        "max_epochs": max_epochs,
-        "members": [
-            {
-                "member": m.label(sweep),
-                "seed": m.seed,
-                "lambda_r": m.lambda_r,
-                "best_epoch": int(np.asarray(stopping.best_epoch)[i]),
-                "best_valid_auc": float(np.asarray(stopping.best_auc)[i]),
-                "diverged": bool(np.asarray(stopping.diverged)[i]),
-                **_point(spec, m),
-                **{k: float(v[i]) for k, v in results.items()},
-            }
-            for i, m in enumerate(members)
-        ],
-        "timing": {
-            "epochs": int(epochs["epoch"].max()) if len(epochs) else 0,
-            "seconds_per_epoch": float(epochs["train_seconds"].median()) if len(epochs) else 0.0,
-            "eval_seconds_per_epoch": float(epochs["eval_seconds"].median()) if len(epochs) else 0.0,
-            "train_seconds_total": train_seconds_total,
-            "test_eval_seconds": extra["test_seconds"],
-            "num_members": len(members),
-        },
-    }
-    groups = {}  # by lambda_r ("0.7"); in a grid by point ("lambda0.5_lr0.001")
-    for i, m in enumerate(members):
-        groups.setdefault(m.point_label(sweep) if spec.points else f"{m.lambda_r:g}", []).append(i)
-    final["summary"] = {group: {k: _summary(v[idx]) for k, v in results.items()} for group, idx in groups.items()}
+    log = EpochLog(config, trainer, variant, out, members, labels, history, checkpoints, board, seconds_before,
+                   progress)
+    state, stopping = fit(trainer, state, stopping, train, valid, log)
+    train_seconds_total = log.close()
+    results, extra, stopping = write_outputs(out, trainer, stopping, dataset, config, spec, members, candidates)
+    final = final_record(config, variant, spec, members, trainer, stopping, results, history, train_seconds_total,
+                         extra["test_seconds"])
     if sharding.is_primary():
         write_json_atomic(final_path, final)
     sharding.barrier(f"{out} final.json")

@@ -4,6 +4,7 @@ process trains in them, and read back for a resume, which continues the stored c
 from __future__ import annotations
 
 import argparse
+import datetime
 import fcntl
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from experiments.configs import ConfigError, merge, validate
 from lipctr import sharding
+from lipctr.io import write_json_atomic
 
 # the flags that choose a run's config: refused with --resume, which continues the stored one
 CONFIG_FLAGS = {"config": "--config", "variant": "--variant", "lambda_r": "--lambda-r",
@@ -37,6 +39,34 @@ def create_run_dir(parent: Path, stamp: str) -> Path:
             return path
         except FileExistsError:
             number += 1
+
+
+def run_stamp() -> str:
+    """A new run directory's name: the local time to the second."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def open_run_dir(config: dict, name: str, runs_dir: str | None, resume: str | None) -> tuple[Path, int | None]:
+    """The run directory, locked, with config.json written: --resume's, or a new
+    <runs_dir>/<name>/<local time to the second>; (path, the lock's descriptor)."""
+    primary = sharding.is_primary()
+    if resume:
+        run_dir = Path(resume)
+        lock = lock_run_dir(run_dir)
+        if primary and read_run_config(run_dir) != config:
+            write_json_atomic(run_dir / "config.json", config)  # what --epochs / --mesh changed
+    else:
+        parent = Path(runs_dir or "runs") / name
+        try:
+            made = create_run_dir(parent, run_stamp()).name if primary else ""
+        except OSError as error:
+            raise RunDirError(f"--runs-dir {runs_dir or 'runs'}: cannot create {parent} ({error.strerror})") from None
+        run_dir = parent / sharding.broadcast_text(made)
+        lock = lock_run_dir(run_dir)
+        if primary:
+            write_json_atomic(run_dir / "config.json", config)
+    sharding.barrier(f"run directory {run_dir}")
+    return run_dir, lock
 
 
 def lock_run_dir(run_dir: Path) -> int | None:
@@ -79,7 +109,7 @@ def resume_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
     run_dir = Path(args.resume)
     stored = read_run_config(run_dir)
     for dest, flag in CONFIG_FLAGS.items():
-        if getattr(args, dest) not in (None, []):
+        if getattr(args, dest, None) not in (None, []):
             raise ConfigError(f"{flag} cannot be combined with --resume: a resume continues the config stored in "
                               f"{run_dir / 'config.json'}; start a new run to change it (with --resume only --epochs "
                               "to train longer, --mesh, --no-progress and --analysis apply)")
@@ -96,7 +126,7 @@ def resume_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
         notes.append(f"--mesh {args.mesh!r}")
     if args.no_progress:
         notes.append("--no-progress")
-    if args.analysis is not None:
+    if getattr(args, "analysis", None) is not None:
         notes.append(f"--analysis {args.analysis}")
     if args.runs_dir is not None:
         notes.append(f"--runs-dir ignored: a resume writes into {run_dir}")

@@ -12,11 +12,10 @@ from experiments import configs
 from experiments.report import analysis
 from experiments.run import run_variant
 from lipctr.inference import load_run
+from lipctr.io import write_json_atomic
 from lipctr.models import embedding_table
 from lipctr.ranking import ranking_candidates
 from lipctr.softmax_jacobian import jacobian_norm_distribution
-from lipctr.io import write_json_atomic
-
 from tests.tiny_data import tiny_dataset
 
 
@@ -90,6 +89,7 @@ def test_paired_t_test_matches_closed_form_values():
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_report_tables_and_figures(finished_run, tmp_path):
     import pandas as pd
+
     from experiments.report.paper import write_report
 
     ds, run_dir, finals = finished_run
@@ -108,6 +108,7 @@ def test_report_tables_and_figures(finished_run, tmp_path):
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
 def test_analysis_summary_equals_direct_means(finished_run, tmp_path):
     import pandas as pd
+
     from experiments.report.tables import analysis_summary, read_run
 
     ds, run_dir, _ = finished_run

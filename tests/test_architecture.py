@@ -1,4 +1,5 @@
-"""The library's shape: no import cycles inside lipctr, no module over 300 lines.
+"""The code's shape: no import cycle inside lipctr or inside experiments, lipctr never importing
+experiments, no module of either over 300 lines.
 
 Imports are read from every module's source with `ast`, function-local ones included (a cycle
 hidden inside a function is still a cycle). `from lipctr.a import b` counts as an import of the
@@ -14,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "lipctr"
+PACKAGES = ("lipctr", "experiments")
 MAX_LINES = 300
 
 
@@ -26,8 +28,13 @@ def library_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(LIBRARY.rglob("*.py"))}
 
 
+def all_modules() -> dict[str, Path]:
+    """Every module of lipctr and experiments."""
+    return {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+
+
 def imported_modules(path: Path, modules: dict[str, Path], root: Path = ROOT) -> set[str]:
-    """The lipctr modules `path` imports anywhere in its body."""
+    """The modules of `modules` that `path` imports anywhere in its body."""
     here = module_name(path, root)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = set()
@@ -85,14 +92,21 @@ def test_cycle_finder_finds_a_function_local_cycle(tmp_path):
     assert find_cycle(graph) is None
 
 
-def test_no_import_cycle_in_lipctr():
-    modules = library_modules()
+def test_no_import_cycle_in_lipctr_or_experiments():
+    modules = all_modules()
     graph = {name: imported_modules(path, modules) for name, path in modules.items()}
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("name", sorted(library_modules()))
-def test_library_module_is_at_most_300_lines(name):
-    lines = library_modules()[name].read_text().count("\n")
+def test_the_library_never_imports_experiments():
+    modules = all_modules()
+    wrong = {name: sorted(m for m in imported_modules(path, modules) if m.startswith("experiments"))
+             for name, path in library_modules().items()}
+    assert not {k: v for k, v in wrong.items() if v}
+
+
+@pytest.mark.parametrize("name", sorted(all_modules()))
+def test_module_is_at_most_300_lines(name):
+    lines = all_modules()[name].read_text().count("\n")
     assert lines <= MAX_LINES, f"{name} has {lines} lines (> {MAX_LINES}): split it along its jobs"

@@ -4,16 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lipctr.rating_buckets import signal_to_ratings
-from lipctr.data import DataConfig, load_dataset
-from lipctr.data import synthetic_dataset
-from lipctr.data.synthetic import SyntheticSizes
-
-from experiments.bandwidth import sweep as bw
 from experiments.bandwidth import data as bwd
 from experiments.bandwidth import measure as bwm
 from experiments.bandwidth import report as bwr
+from experiments.bandwidth import sweep as bw
+from experiments.configs import ConfigError, merge, named_config, validate
 from experiments.report import stats
+from lipctr.data import DataConfig, load_dataset, synthetic_dataset
+from lipctr.data.synthetic import SyntheticSizes
+from lipctr.rating_buckets import signal_to_ratings
 
 NS = (2, 3, 5, 10, 20)
 
@@ -52,13 +51,47 @@ def test_check_same_labels_rejects_a_different_binary_task(tiny):
         bwd.rebucket(dataset, bad, 5, 0.6)
 
 
+def sweep_config(**update) -> dict:
+    """dcnv2_ml100k with `update` written over it, validated (the sweep's config)."""
+    return validate(merge(named_config("dcnv2_ml100k"), update))
+
+
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="class_counts must be distinct numbers of classes >= 2"):
-        bwd.SweepConfig(class_counts=(1, 5))
-    with pytest.raises(ValueError, match=r"lambda_r must lie in \[0, 1\]"):
-        bwd.SweepConfig(lambda_r=1.5)
-    with pytest.raises(SystemExit):
-        bw.main(["--Ns", "2,x"])
+    with pytest.raises(ConfigError, match=r"key 'bandwidth.classes' must list numbers of rating classes >= 2"):
+        sweep_config(bandwidth={"classes": [1, 5]})
+    with pytest.raises(ConfigError, match=r"key 'bandwidth.classes' lists \[5\] more than once"):
+        sweep_config(bandwidth={"classes": [5, 5]})
+    with pytest.raises(ConfigError, match=r"key 'bandwidth.quantile' must lie in \(0, 1\)"):
+        sweep_config(bandwidth={"quantile": 1.0})
+    with pytest.raises(ConfigError, match="key 'bandwidth.preset' must be one of tiny, small"):
+        sweep_config(bandwidth={"preset": "ml100k"})
+    with pytest.raises(ConfigError, match=r"lambda_r values must lie in \[0, 1\]"):
+        sweep_config(loss={"lambda_r": 1.5})
+
+
+@pytest.mark.parametrize("old, new", [
+    ("--preset", "--set bandwidth.preset="), ("--data-seed", "--set bandwidth.data_seed="),
+    ("--model", "--models dcnv2"), ("--classes", "--set bandwidth.classes="), ("--Ns", "--set bandwidth.classes="),
+    ("--quantile", "--set bandwidth.quantile="), ("--lipschitz-examples", "--set bandwidth.lipschitz_examples="),
+    ("--power-iters", "--set bandwidth.power_iters="), ("--patience", "--set train.patience="),
+    ("--lambda-r", "--set loss.lambda_r="), ("--aggregation", "--set loss.aggregation="),
+    ("--batch-size", "--set train.batch_size="), ("--lr", "--set train.learning_rate="),
+    ("--hparam", "--set model_hparams.KEY=VALUE"), ("--out", "--runs-dir DIR"),
+])
+def test_old_flags_are_refused_naming_the_new_spelling(old, new, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert bw.main(["--runs-dir", str(tmp_path / "runs"), old, "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {old} is no longer a flag of python -m experiments.bandwidth; use {new}"), err
+    assert len(err.splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_data_flags_and_several_configs_to_print_are_refused(capsys, tmp_path):
+    assert bw.main(["--runs-dir", str(tmp_path / "runs"), "--data", str(tmp_path)]) == 2
+    assert "error: --data: the bandwidth sweep trains on synthetic data" in capsys.readouterr().err
+    assert bw.main(["--models", "dcnv2,nfm", "--print-config"]) == 2
+    assert "error: --print-config prints one config; --models gave 2" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_summary_table_and_spearman_against_numpy():
@@ -106,8 +139,9 @@ def test_lipschitz_and_softmax_columns_against_numpy():
 def test_sweep_writes_one_row_per_member_with_finite_values(tmp_path):
     sizes = SyntheticSizes(120, 90, 3_000)
     dataset, preference = synthetic_dataset(sizes, 1, return_preference=True)
-    config = bwd.SweepConfig(preset="custom", class_counts=(3,), seeds=(1, 2), max_epochs=1, batch_size=512,
-                            lipschitz_examples=8, power_iters=3, model_hparams=(("mlp_hidden_size", (16,)),))
+    config = sweep_config(seeds=[1, 2], train={"max_epochs": 1, "batch_size": 512},
+                          model_hparams={"mlp_hidden_size": [16]},
+                          bandwidth={"classes": [3], "lipschitz_examples": 8, "power_iters": 3})
     frame, buckets = bwm.run_sweep(config, dataset, preference, tmp_path / "runs")
     bwr.write_outputs(tmp_path, config, frame, buckets, dataset)
     table = pd.read_csv(tmp_path / "bandwidth.csv")
@@ -229,17 +263,17 @@ def test_implicit_signal_errors_name_the_column():
     assert kept["dwell"].tolist() == [1.0, 2.0, 3.0] and kept["rating"].tolist() == [1, 2, 3]
 
 
-def test_sweep_runs_take_the_sweep_settings_and_refuse_another_configs_folder(tiny, tmp_path):
+def test_sweep_runs_take_the_config_and_refuse_another_configs_folder(tiny, tmp_path):
     from lipctr.io import write_json_atomic
 
     dataset, _ = tiny
-    config = bwd.SweepConfig(preset="tiny", seeds=(1, 2), max_epochs=4, patience=2, lambda_r=0.3,
-                             model_hparams=(("mlp_hidden_size", (16,)),))
-    settings = bwm.run_config(config, dataset)
-    assert settings["seeds"] == [1, 2] and settings["loss"]["lambda_r"] == 0.3
-    assert (settings["train"]["max_epochs"], settings["train"]["patience"]) == (4, 2)
-    assert settings["model_hparams"]["mlp_hidden_size"] == [16]
+    config = sweep_config(seeds=[1, 2], train={"max_epochs": 4, "patience": 2}, loss={"lambda_r": 0.3},
+                          model_hparams={"mlp_hidden_size": [16]}, eval={"num_negatives": 5000})
+    settings = bwm.sweep_settings(config, dataset)
+    wanted = bwm.feasible_negatives(dataset, 5000)
+    assert wanted < 5000  # the tiny data allows fewer negatives than the config asks for
+    assert settings == merge(config, {"eval": {"num_negatives": wanted}})
     write_json_atomic(tmp_path / "config.json", {**settings, "seeds": [7]})
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="another configuration; give another --runs-dir"):
         bwm.train_variant(settings, dataset, "orig", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # nothing trained or written

@@ -1,4 +1,4 @@
-"""The experiment CLI on users' own data (issue 10, item 1): `--data DIR --format csv ...` trains
+"""The experiment CLI on users' own data: `--data DIR --format csv ...` trains
 on the user's file end to end and leaves the folder as it was (but for cache/); `--data DIR`
 alone never fetches MovieLens into DIR; data flags and [data] keys are validated up front,
 errors naming the flag or key."""
@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 from experiments import data_source
+from experiments.cli import parse_args, resolve_config
 from experiments.configs import ConfigError, load_config
-from experiments.main import main, parse_args, resolve_config
+from experiments.main import main
 from lipctr.data import DataError
 from lipctr.data.split import random_split, split_sizes
-
 from tests.test_data_user_input import no_fetch, ratings_rows, snapshot  # noqa: F401 (no_fetch: fixture)
 
 SMALL = ["--epochs", "1", "--seeds", "2020", "--no-progress", "--set", "model_hparams.mlp_hidden_size=[8]",

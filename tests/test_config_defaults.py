@@ -4,7 +4,6 @@ import dataclasses
 
 import pytest
 
-from experiments.bandwidth.data import SweepConfig
 from experiments.configs import DEFAULTS, ConfigError, named_config, parse_toml_value, validate
 from lipctr.losses import LossConfig
 from lipctr.train import TrainConfig
@@ -15,9 +14,6 @@ def test_train_and_loss_defaults_are_the_dataclasses():
     loss = LossConfig()
     assert DEFAULTS["loss"] == {"lambda_r": loss.lambda_r, "aggregation": loss.aggregation,
                                 "scale_penalty": loss.scale_penalty}
-    sweep = SweepConfig()
-    assert (sweep.patience, sweep.lambda_r, sweep.aggregation) == (TrainConfig().patience, loss.lambda_r,
-                                                                   loss.aggregation)
     TrainConfig(**named_config("dcnv2_ml100k")["train"])  # every train key is a TrainConfig field
 
 

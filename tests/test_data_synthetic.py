@@ -7,10 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lipctr.data import DataError, load_dataset
-from lipctr.data import synthetic_dataset
+from lipctr.data import DataError, load_dataset, synthetic_dataset
 from lipctr.data.synthetic import (
-    ML100K_COUNTS, SyntheticSizes, bucket_preference, rating_proportions, synthetic_config, synthetic_raw,
+    ML100K_COUNTS,
+    SyntheticSizes,
+    bucket_preference,
+    rating_proportions,
+    synthetic_config,
+    synthetic_raw,
 )
 
 

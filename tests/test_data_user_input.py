@@ -1,4 +1,4 @@
-"""Users' own folders and files (issue 10): a given folder is only read (ML-100K is never fetched
+"""Users' own folders and files: a given folder is only read (ML-100K is never fetched
 into it), nameless columns are errors naming their position, an index-like feature is flagged,
 a UTF-8 byte-order mark is accepted and a comma-separated .inter file is called that."""
 

@@ -12,8 +12,15 @@ import optax
 import pytest
 
 from experiments.configs import ConfigError, named_config, validate
-from lipctr.embedding_optim import (ADAGRAD_EPS, EmbeddingError, RowOptimizer, compact_ids, get_path, set_paths,
-                                    table_paths)
+from lipctr.embedding_optim import (
+    ADAGRAD_EPS,
+    EmbeddingError,
+    RowOptimizer,
+    compact_ids,
+    get_path,
+    set_paths,
+    table_paths,
+)
 from lipctr.losses import LossConfig
 from lipctr.models import build_model
 from lipctr.train import TrainConfig, embedding_grad_norm, init_members, loss_fn, make_optimizer, to_device, train_step

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from experiments import configs
+from experiments.cli import parse_args, resolve_config
 from experiments.configs import ConfigError, load_config, named_config, validate
-from experiments.main import parse_args, resolve_config
 from experiments.run import run_variant
 from lipctr.checkpoint import StateCheckpoints
 from lipctr.ranking import ranking_candidates
-
 from tests.tiny_data import tiny_dataset
 
 

@@ -1,4 +1,4 @@
-"""Hyper-parameter grids (issue 14), the CLI half: bad grids stop naming the key before any run
+"""Hyper-parameter grids, the CLI half: bad grids stop naming the key before any run
 directory exists; waves (--max-members) equal one program; the selection uses validation, never
 test; grid.csv's statistics; --select-lambda end to end."""
 
@@ -13,13 +13,12 @@ import pytest
 
 from experiments.configs import ConfigError, load_config, merge, validate
 from experiments.grid import members_that_fit, one_member_bytes, run_grid, wave_size, waves
-from experiments.run import build_trainer
-from lipctr.train import to_device
 from experiments.grid_report import select, write_grid_outputs
 from experiments.main import main
 from experiments.report.tables import compare, lambda_table
+from experiments.run import build_trainer
 from lipctr.ranking import ranking_candidates
-
+from lipctr.train import to_device
 from tests.test_cli_user_data import SMALL, write_ratings
 from tests.test_experiments import tiny_config
 from tests.tiny_data import tiny_dataset
@@ -43,7 +42,7 @@ from tests.tiny_data import tiny_dataset
     (["--grid", "model_hparams.dropout_prob=0.1,1.5"], "grid key 'model_hparams.dropout_prob' value 1.5: 1.5 must lie in"),
     (["--config", "nfm_ml100k", "--grid", "model_hparams.reg_weight=0.1"], "unknown grid key 'model_hparams.reg_weight'"),
     (["--grid-programs", "model_hparams.embedding_dim=8,2.5"], "grid_programs key 'model_hparams.embedding_dim' value 2.5"),
-    (["--grid", "loss.lambda_r=0.1", "--lambda-sweep", "0.3,0.5"], "grid key 'loss.lambda_r' and key 'lambda_sweep'"),
+    (["--grid", "loss.lambda_r=0.1", "--set", "lambda_sweep=[0.3,0.5]"], "grid key 'loss.lambda_r' and key 'lambda_sweep'"),
     (["--grid", "loss.lambda_r=0.1", "--variant", "orig"], "grid key 'loss.lambda_r' needs the smooth variant"),
     (["--grid", "train.learning_rate=1e-3", "--select-lambda"], "'select_lambda' (--select-lambda) cannot be combined"),
     (["--grid", "lambda_r"], "--grid 'lambda_r': expected KEY=VALUES"),
@@ -196,7 +195,7 @@ def test_select_lambda_reports_smooth_at_the_validation_best_lambda(tmp_path, ca
                  "--item", "movies.csv", "--columns", "userId=user_id,movieId=item_id", "--field-types",
                  "genres=token_seq", "--set", 'data.seq_separator="|"', "--runs-dir", str(runs), *SMALL,
                  "--seeds", "2020,2021", "--epochs", "3", "--set", "train.learning_rate=0.05",
-                 "--select-lambda", "--lambda-sweep", "0.0,1.0"])
+                 "--select-lambda", "--set", "lambda_sweep=[0.0,1.0]"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     (run_dir,) = (runs / "dcnv2_mine").iterdir()  # a run on own data is named after its folder

@@ -1,18 +1,18 @@
 """DCNV2, NFM and xDeepFM building blocks and L2 terms against direct numpy computations."""
 
-import jax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lipctr.data.schema import Field, Schema
 from lipctr.models import build_model
+from lipctr.models.base import xavier_normal
 from lipctr.models.dcnv2 import CrossNetwork, MixedCrossNetwork
 from lipctr.models.nfm import bi_interaction
-from lipctr.models.regularization import group_norm
 from lipctr.models.parameter_counts import random_features
-from lipctr.models.base import xavier_normal
+from lipctr.models.regularization import group_norm
 from lipctr.models.xdeepfm import CIN, FeatureMapDense, cin_output_width
 
 RNG = np.random.default_rng(0)

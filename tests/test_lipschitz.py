@@ -8,7 +8,6 @@ import pytest
 from lipctr import lipschitz as lip
 from tests.test_softmax_jacobian import np_softmax, np_softmax_jacobian
 
-
 F, D = 3, 2  # fields, embedding dim
 
 

@@ -1,4 +1,4 @@
-"""The mechanism study's statistics, table, forest plot and CLI errors (issue 15)."""
+"""The mechanism study's statistics, table, forest plot and CLI errors."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from experiments.mechanism import study as mechanism
-from experiments.report.figures import forest_figure
 from experiments.mechanism.controls import choose, controls
 from experiments.mechanism.report import forest_rows, mechanism_table
-from experiments.report.tables import compare
+from experiments.report.figures import forest_figure
 from experiments.report.stats import paired_difference, t_quantile
+from experiments.report.tables import compare
 
 
 def test_t_quantile_matches_closed_forms_and_scipy():
@@ -120,7 +120,7 @@ def test_control_registry_and_selection():
 @pytest.mark.parametrize("argv, message", [
     (["--controls", "nope"], "--controls: unknown control(s) ['nope']"),
     (["--models", "dcnv4"], "--models: unknown backbone(s) ['dcnv4']"),
-    (["--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
+    (["--seeds", "a,b"], "--seeds 'a,b': 'a' is not one of the comma-separated integers"),
     (["--report-only"], "--report-only needs --resume DIR"),
 ])
 def test_cli_stops_on_bad_options_with_a_message(argv, message, capsys, tmp_path):
@@ -136,12 +136,13 @@ def test_train_control_reports_the_candidate_with_the_best_mean_validation_auc(m
     valid = {0.05: (0.70, 0.74), 0.1: (0.75, 0.74), 0.2: (0.73, 0.72)}  # means 0.72, 0.745, 0.725
     trained = []
 
-    def fake_run_variant(config, dataset, variant, run_dir, candidates, progress):
+    def fake_run_config(config, dataset, run_dir, candidates, progress, mesh):
         eps = config["controls"]["label_smoothing"]
+        (variant,) = config["variants"]  # the control's variant alone
         trained.append((variant, eps, run_dir.name))
-        return {"members": [{"seed": s, "best_valid_auc": v} for s, v in zip((1, 2), valid[eps])]}
+        return {variant: {"members": [{"seed": s, "best_valid_auc": v} for s, v in zip((1, 2), valid[eps])]}}
 
-    monkeypatch.setattr(mechanism, "run_variant", fake_run_variant)
+    monkeypatch.setattr(mechanism, "run_config", fake_run_config)
     control = controls()["label_smoothing"]
     result = mechanism.train_control(named_config("dcnv2_ml100k"), control, None, tmp_path, None, False)
     assert trained == [("orig", 0.05, "eps0.05"), ("orig", 0.1, "eps0.1"), ("orig", 0.2, "eps0.2")]

@@ -1,4 +1,4 @@
-"""Per-member hyper-parameters (issue 14): a grid of same-shape points is one compiled ensemble,
+"""Per-member hyper-parameters: a grid of same-shape points is one compiled ensemble,
 and each member trains as the same hyper-parameters trained alone."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from experiments import configs
 from experiments.configs import named_config, validate
 from experiments.run import build_trainer, config_variant, member_values, run_variant
 from experiments.rundir import RunDirError
-from lipctr import variant as variants
 from lipctr.losses import LossConfig
 from lipctr.member_hparams import check_names, grid_points, member_hparam, member_model, per_member_keys, stacked_values
 from lipctr.models import MODEL_NAMES, build_model, default_hparams

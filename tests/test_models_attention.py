@@ -15,7 +15,7 @@ from lipctr.data.schema import Field, Schema
 from lipctr.models import build_model
 from lipctr.models.autoint import SelfAttention
 from lipctr.models.eulernet import EulerInteractionLayer
-from lipctr.models.fignn import GRUCell, GraphLayer, aggregate_messages, edge_attention
+from lipctr.models.fignn import GraphLayer, GRUCell, aggregate_messages, edge_attention
 
 SCHEMA = Schema(
     (

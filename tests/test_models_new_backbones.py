@@ -17,7 +17,7 @@ from lipctr.controls import Controls
 from lipctr.models import build_model
 from lipctr.models.controlled import controlled_model
 from lipctr.models.parameter_counts import ml100k_schema, parameter_counts
-from tests.test_models_attention import B, SCHEMA, TOL, make_features, np_dense, np_embeddings, np_first_order
+from tests.test_models_attention import SCHEMA, TOL, B, make_features, np_dense, np_embeddings, np_first_order
 
 NEW = ("deepfm", "dcn", "finalmlp", "gdcn", "dcnv3")
 # one backbone in the default suite, the other four with -m slow (suite time)

@@ -1,7 +1,6 @@
 """The engine trains a user's own flax module (not a CTRModel): the protocol of docs/own-model.md."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 

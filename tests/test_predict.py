@@ -19,8 +19,8 @@ import pytest
 
 import lipctr
 from experiments import configs
-from lipctr import predict as cli
 from experiments.run import run_variant
+from lipctr import predict as cli
 from lipctr.data.cache import load_cache, save_cache
 from lipctr.data.preprocess import preprocess
 from lipctr.data.synthetic import synthetic_config, synthetic_raw

@@ -5,8 +5,6 @@ and a run on one's own data is named after the data and predicted with its own c
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +16,14 @@ import benchmarks.profile_epoch
 import benchmarks.sharding
 import benchmarks.vs_torch
 from experiments import compare_runs
-from experiments.bandwidth import sweep as bandwidth
-from experiments.mechanism import study as mechanism
-from experiments.report import paper as report
-from lipctr import predict
 from experiments import main as train_cli
+from experiments.bandwidth import sweep as bandwidth
 from experiments.configs import ConfigError, load_config
 from experiments.grid import GRID_LIMIT, check_grid_size, grid_members
 from experiments.grid_report import edge_notes
+from experiments.mechanism import study as mechanism
+from experiments.report import paper as report
+from lipctr import predict
 from lipctr.data.split import split_sizes
 
 SMALL = ["--config", "widedeep_ml100k", "--epochs", "1", "--seeds", "2020", "--no-progress", "--variant", "smooth",
@@ -98,7 +96,7 @@ def cli_cases(t: Path):
         ("report --out = a run file", report.main, [run, "--out", str(t / "run" / "config.json")]),
         ("main --runs-dir = a data file", train_cli.main, ["--runs-dir", str(t / "p.csv"), *SMALL]),
         ("main --runs-dir below a data file", train_cli.main, ["--runs-dir", str(t / "p.csv" / "runs"), *SMALL]),
-        ("bandwidth --out = a file", bandwidth.main, ["--out", str(t / "p.csv")]),
+        ("bandwidth --runs-dir below a data file", bandwidth.main, ["--runs-dir", str(t / "p.csv" / "runs")]),
         ("bandwidth --runs-dir = a file", bandwidth.main, ["--runs-dir", str(t / "p.csv")]),
         ("mechanism --runs-dir = a file", mechanism.main, ["--runs-dir", str(t / "p.csv")]),
         ("profile_epoch --json = a --data file", benchmarks.profile_epoch.main,
@@ -196,7 +194,7 @@ def test_a_large_grid_is_refused_before_anything_is_loaded(tmp_path, capsys):
     values = ",".join(f"{1e-4 * (i + 1):.6g}" for i in range(1001))
     code = train_cli.main(["--runs-dir", str(tmp_path / "runs"), *SMALL, "--grid", f"train.learning_rate={values}"])
     line = one_error(capsys, code)
-    assert f"1,001 members" in line and f"limit of {GRID_LIMIT:,}" in line and "--grid-limit 1001" in line
+    assert "1,001 members" in line and f"limit of {GRID_LIMIT:,}" in line and "--grid-limit 1001" in line
     assert not (tmp_path / "runs").exists()
 
 

@@ -121,13 +121,14 @@ if mode == "layouts":
                   for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y))]
     facts["best_devices"], facts["best_max_diff"] = sorted(devices), max(diffs)
 else:
-    import argparse
-    from experiments.main import run_config
+    from experiments.evaluable import test_candidates
+    from experiments.run_config import run_config
+    from experiments.rundir import open_run_dir
 
     facts["broadcast"] = sharding.broadcast_text(f"from process {jax.process_index()}")
     mesh = sharding.make_mesh("seeds=2,data=2")
-    args = argparse.Namespace(resume=None, runs_dir=str(out / "runs"), no_progress=True)
-    run_config(config, ds, args, (), mesh)
+    run_dir, _ = open_run_dir(config, "widedeep_ml100k", str(out / "runs"), None)
+    run_config(config, ds, run_dir, test_candidates(config, ds), False, mesh)
 (out / f"facts{jax.process_index()}.json").write_text(json.dumps(facts))
 '''
 

@@ -13,18 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# the tensorboard package's own readers (the `test` extra): independent of experiments.tensorboard_log
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
 from experiments import configs, tensorboard_log
 from experiments.cli import parse_args, resolve_config
 from experiments.configs import ConfigError, named_config, validate
 from experiments.run import run_variant
 from lipctr.ranking import ranking_candidates
-
 from tests.tiny_data import tiny_dataset
-
-# the tensorboard package's own readers (the `test` extra): independent of experiments.tensorboard_log
-from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 
 def _raw_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

@@ -12,7 +12,6 @@ from lipctr.losses import LossConfig
 from lipctr.models import build_model
 from lipctr.train import TrainConfig, epoch_batches, to_device
 from lipctr.trainer import Trainer, fit
-
 from tests.tiny_data import tiny_dataset
 
 SEEDS = [2020, 2021, 2022, 2023, 2024]

@@ -7,43 +7,10 @@ import dataclasses
 
 import numpy as np
 
-from lipctr.losses import LossConfig
-from lipctr.rating_buckets import Buckets, bucketize
-from lipctr.train import TrainConfig
-from lipctr.data.schema import Dataset, Split
 from lipctr.data import synthetic_dataset
+from lipctr.data.schema import Dataset, Split
+from lipctr.rating_buckets import Buckets, bucketize
 
-
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """Everything a sweep depends on; hyper-parameters not given come from `<model>_ml1m`."""
-
-    preset: str = "small"
-    data_seed: int = 0
-    model: str = "dcnv2"
-    class_counts: tuple[int, ...] = (2, 3, 5, 10, 20)
-    seeds: tuple[int, ...] = (2020, 2021, 2022)
-    lambda_r: float = LossConfig.lambda_r
-    threshold_quantile: float = 0.6
-    aggregation: str = LossConfig.aggregation
-    max_epochs: int = 50
-    patience: int = TrainConfig.patience
-    batch_size: int | None = None  # None = the model config's
-    learning_rate: float | None = None  # None = the model config's
-    lipschitz_examples: int = 256
-    power_iters: int = 30
-    model_hparams: tuple[tuple[str, object], ...] = ()  # (name, value) overrides of the model config's
-
-    def __post_init__(self):
-        counts = self.class_counts
-        if not counts or min(counts) < 2 or len(set(counts)) != len(counts):
-            raise ValueError(f"class_counts must be distinct numbers of classes >= 2, got {list(counts)}")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
-        if not 0.0 <= self.lambda_r <= 1.0:
-            raise ValueError(f"lambda_r must lie in [0, 1], got {self.lambda_r}")
-        if self.max_epochs < 1 or self.patience < 1 or self.lipschitz_examples < 1 or self.power_iters < 1:
-            raise ValueError("max_epochs, patience, lipschitz_examples and power_iters must be >= 1")
 
 def rebucket(dataset: Dataset, preference: dict[str, np.ndarray], num_classes: int,
              threshold_quantile: float) -> tuple[Dataset, Buckets]:
@@ -80,6 +47,7 @@ def bandwidth_datasets(dataset: Dataset, preference: dict[str, np.ndarray], clas
     check_same_labels({n: d for n, (d, _) in out.items()})
     return out
 
-def load_data(config: SweepConfig) -> tuple[Dataset, dict[str, np.ndarray]]:
-    """The synthetic preset with the continuous preference of every split's rows."""
-    return synthetic_dataset(config.preset, config.data_seed, return_preference=True)
+def load_data(config: dict) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """The config's synthetic preset (bandwidth.preset, bandwidth.data_seed) with the continuous
+    preference of every split's rows."""
+    return synthetic_dataset(config["bandwidth"]["preset"], config["bandwidth"]["data_seed"], return_preference=True)

@@ -1,5 +1,5 @@
 """The bandwidth sweep's training and measurements: each N's ensemble trained as a run of
-experiments.run.run_variant (early stopping, checkpoints, resume, an optional mesh) in its own run
+experiments.run_config (early stopping, checkpoints, resume, an optional mesh) in its own run
 directory, then per member test metrics, local Lipschitz summaries and embedding weight norms
 (lipctr.lipschitz's one measurement, as the analyses of a run take them) and softmax Jacobian
 norms, on the variant loaded back by lipctr.load_run."""
@@ -14,16 +14,15 @@ import jax
 import numpy as np
 import pandas as pd
 
+from experiments.bandwidth.data import bandwidth_datasets
+from experiments.configs import merge, validate
+from experiments.run_config import run_config
 from lipctr import lipschitz, softmax_jacobian
 from lipctr.data.schema import Dataset
 from lipctr.inference import load_run
 from lipctr.io import write_json_atomic
 from lipctr.models.base import FeatureEmbedding
 from lipctr.ranking import ranking_candidates
-
-from experiments.bandwidth.data import SweepConfig, bandwidth_datasets
-from experiments.configs import merge, named_config, validate
-from experiments.run import run_variant
 
 LIPSCHITZ_MEASURES = ("grad_norm", "spectral_probs", "spectral_logits", "ratio")
 # Columns that are NaN for the orig rows (K = 1 has no softmax over rating classes).
@@ -39,37 +38,27 @@ def feasible_negatives(dataset: Dataset, wanted: int) -> int:
     return max(1, min(wanted, schema[schema.item_field].vocab_size - 1 - int(np.bincount(pairs[:, 0]).max())))
 
 
-def run_config(config: SweepConfig, dataset: Dataset) -> dict:
-    """The validated experiments config of the sweep's runs: the `<model>_ml1m` config with the
-    sweep's seeds, epochs, patience, batch size, learning rate, hyper-parameters and loss; the
-    ranking evaluation run_variant does (the sweep reports none of it) takes at most the
-    negatives `dataset` allows."""
-    base = named_config(f"{config.model}_ml1m")
-    train = {"max_epochs": config.max_epochs, "patience": config.patience}
-    if config.batch_size is not None:
-        train["batch_size"] = config.batch_size
-    if config.learning_rate is not None:
-        train["learning_rate"] = config.learning_rate
-    hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in config.model_hparams}
-    update = {"seeds": list(config.seeds), "train": train, "model_hparams": hparams,
-              "loss": {"lambda_r": config.lambda_r, "aggregation": config.aggregation},
-              "eval": {"num_negatives": feasible_negatives(dataset, base["eval"]["num_negatives"])}}
-    return validate(merge(base, update), source="bandwidth sweep")
+def sweep_settings(config: dict, dataset: Dataset) -> dict:
+    """The validated config of the sweep's runs: the sweep's config, its ranking evaluation (which
+    run_config does; the sweep reports none of it) taking at most the negatives `dataset` allows."""
+    update = {"eval": {"num_negatives": feasible_negatives(dataset, config["eval"]["num_negatives"])}}
+    return validate(merge(config, update), source="bandwidth sweep")
 
 
-def train_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, mesh=None, progress: bool = False) -> dict:
+def train_variant(config: dict, dataset: Dataset, variant: str, run_dir: Path, mesh=None,
+                  progress: bool = False) -> dict:
     """Train (or resume, or read back) `variant` of `config` on `dataset` in `run_dir` (its
     config.json written first; a run_dir holding another config is refused) -> final.json."""
     path = run_dir / "config.json"
     if path.is_file():
         if json.loads(path.read_text()) != json.loads(json.dumps(config)):
-            raise ValueError(f"{path}: this folder holds a sweep run of another configuration; use another --out")
+            raise ValueError(f"{path}: this folder holds a sweep run of another configuration; give another --runs-dir")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, config)
     ev = config["eval"]
     candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
-    return run_variant(config, dataset, variant, run_dir, candidates, progress=progress, mesh=mesh)
+    return run_config({**config, "variants": [variant]}, dataset, run_dir, candidates, progress, mesh)[variant]
 
 
 def input_norms(model, params, features) -> np.ndarray:
@@ -100,19 +89,20 @@ def softmax_columns(logits) -> dict:
     return {"softmax_norm_mean": norms["mean"], "softmax_norm_median": norms["median"],
             "softmax_norm_max": norms["max"], "softmax_fraction_above_bound": norms["fraction_above_bound"]}
 
-def measure_members(run_dir: Path, variant: str, final: dict, config: SweepConfig, features) -> list[dict]:
+def measure_members(run_dir: Path, variant: str, final: dict, config: dict, features) -> list[dict]:
     """Per member of the finished `variant` in run_dir: test AUC / LogLoss and early stopping
     (final.json), local Lipschitz summaries (mean / median / max over the examples in
     `features`), softmax Jacobian norms at its test logits (predictions.npz), embedding weight norms."""
     run = load_run(run_dir, variant)
     logits = np.load(run_dir / variant / "predictions.npz")["logits"]  # [M, n, K]
     tables = lipschitz.member_tables(run.model, run.loss_config, run.params, run.model_state, features,
-                                     num_iters=config.power_iters)
+                                     num_iters=config["bandwidth"]["power_iters"])
     weight_norms = lipschitz.embedding_weight_norms(run.params, run.model.schema)
+    last_improvable = config["train"]["max_epochs"] - config["train"]["patience"]
     rows = []
     for i, (member, table) in enumerate(zip(final["members"], tables)):
-        params = jax.tree.map(lambda x: x[i], run.params)
-        row = {"best_epoch": member["best_epoch"], "capped": member["best_epoch"] > config.max_epochs - config.patience,
+        params = jax.tree.map(lambda x, i=i: x[i], run.params)
+        row = {"best_epoch": member["best_epoch"], "capped": member["best_epoch"] > last_improvable,
                "best_valid_auc": member["best_valid_auc"], "test_auc": member["auc"], "test_logloss": member["logloss"],
                **lipschitz_columns(table, input_norms(run.model, params, features)),
                **softmax_columns(logits[i]), **{name: float(norms[i]) for name, norms in weight_norms.items()}}
@@ -120,28 +110,32 @@ def measure_members(run_dir: Path, variant: str, final: dict, config: SweepConfi
     return rows
 
 
-def run_sweep(config: SweepConfig, dataset: Dataset, preference: dict[str, np.ndarray], runs_dir: Path,
+def run_sweep(config: dict, dataset: Dataset, preference: dict[str, np.ndarray], runs_dir: Path,
               log=None, mesh=None, progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Train (resuming what `runs_dir` holds) and measure orig once and smooth for every N, each
-    a run directory runs_dir/<orig | smooth_N<n>>/ -> (one row per member, {N: Buckets})."""
+    """Train (resuming what `runs_dir` holds) and measure orig once and smooth for every N of
+    bandwidth.classes, each a run directory runs_dir/<orig | smooth_N<n>>/ whose config records
+    its N -> (one row per member, {N: Buckets})."""
     log = log or (lambda _msg: None)
-    settings = run_config(config, dataset)
-    datasets = bandwidth_datasets(dataset, preference, config.class_counts, config.threshold_quantile)
-    features = lipschitz.example_subset(dataset.test.features, config.lipschitz_examples)
-    runs = [("orig", min(datasets), 1, 0.0)] + [("smooth", n, n, config.lambda_r) for n in sorted(datasets)]
+    sweep = config["bandwidth"]
+    settings = sweep_settings(config, dataset)
+    datasets = bandwidth_datasets(dataset, preference, sweep["classes"], sweep["quantile"])
+    features = lipschitz.example_subset(dataset.test.features, sweep["lipschitz_examples"])
+    lambda_r = config["loss"]["lambda_r"]
+    runs = [("orig", min(datasets), 1, 0.0)] + [("smooth", n, n, lambda_r) for n in sorted(datasets)]
     rows = []
-    for variant, n, num_outputs, lambda_r in runs:
+    for variant, n, num_outputs, member_lambda in runs:
         data = datasets[n][0]
-        log(f"{config.model} {variant} K={num_outputs} (threshold class {data.schema.threshold} of {n})")
+        log(f"{config['model']} {variant} K={num_outputs} (threshold class {data.schema.threshold} of {n})")
         run_dir = Path(runs_dir) / ("orig" if variant == "orig" else f"smooth_N{n}")
-        final = train_variant(settings, data, variant, run_dir, mesh, progress)
+        run_settings = merge(settings, {"bandwidth": {"classes": [n]}})
+        final = train_variant(run_settings, data, variant, run_dir, mesh, progress)
         timing = {"epochs": final["timing"]["epochs"], "train_seconds": final["timing"]["train_seconds_total"]}
         start = time.perf_counter()
         measured = measure_members(run_dir, variant, final, config, features)
         measure_seconds = time.perf_counter() - start
-        for seed, row in zip(config.seeds, measured):
+        for seed, row in zip(config["seeds"], measured):
             rows.append({"variant": variant, "N": 2 if variant == "orig" else n, "K": num_outputs,
-                         "threshold": data.schema.threshold, "seed": seed, "lambda_r": lambda_r, **row,
+                         "threshold": data.schema.threshold, "seed": seed, "lambda_r": member_lambda, **row,
                          "lipschitz_examples": len(next(iter(features.values()))), **timing,
                          "measure_seconds": measure_seconds})
         log(f"  test AUC {np.mean([r['test_auc'] for r in measured]):.4f}, "

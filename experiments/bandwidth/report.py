@@ -11,12 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lipctr.data.schema import Dataset  # noqa: E402
-from lipctr.io import write_text_atomic  # noqa: E402
-
-from experiments.bandwidth.data import SweepConfig  # noqa: E402
 from experiments.report.figures import save_png  # noqa: E402
 from experiments.report.stats import spearman  # noqa: E402
+from lipctr.data.schema import Dataset  # noqa: E402
+from lipctr.io import write_text_atomic  # noqa: E402
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -62,15 +60,17 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
 def _fmt(mean, std, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else f"{mean:.{digits}f}"
 
-def markdown(config: SweepConfig, summary: pd.DataFrame, frame: pd.DataFrame, buckets: dict, data_stats: dict) -> str:
+def markdown(config: dict, summary: pd.DataFrame, frame: pd.DataFrame, buckets: dict, data_stats: dict) -> str:
     """The short bandwidth.md summary: setup, per-N table, rank correlations with N."""
+    bw = config["bandwidth"]
     lines = [
-        f"# Supervision-bandwidth sweep: {config.model} on synthetic `{config.preset}` (data seed {config.data_seed})",
+        f"# Supervision-bandwidth sweep: {config['model']} on synthetic `{bw['preset']}` (data seed {bw['data_seed']})",
         "",
         "Synthetic data: a behaviour check of the method, not a result on real data.",
-        f"Seeds {list(config.seeds)}, lambda_r = {config.lambda_r}, aggregation `{config.aggregation}`, "
-        f"threshold at the {config.threshold_quantile} quantile of the train preference, "
-        f"max {config.max_epochs} epochs (patience {config.patience}). "
+        f"Seeds {config['seeds']}, lambda_r = {config['loss']['lambda_r']}, "
+        f"aggregation `{config['loss']['aggregation']}`, "
+        f"threshold at the {bw['quantile']} quantile of the train preference, "
+        f"max {config['train']['max_epochs']} epochs (patience {config['train']['patience']}). "
         f"{data_stats['train']} / {data_stats['valid']} / {data_stats['test']} train / valid / test examples, "
         f"positive rate {data_stats['positive_rate']:.3f}; binary labels identical for every N (checked).",
         f"Local Lipschitz: ||d p_hat / d e|| over the same {int(frame['lipschitz_examples'].iloc[0])} test "
@@ -94,7 +94,7 @@ def markdown(config: SweepConfig, summary: pd.DataFrame, frame: pd.DataFrame, bu
         lines.append("| " + " | ".join(cells) + " |")
     smooth_rows = frame[frame["variant"] == "smooth"]
     lines += ["", "Spearman rank correlation with N over all smooth members "
-              f"({len(smooth_rows)} = {smooth_rows['N'].nunique()} N x {len(config.seeds)} seeds):"]
+              f"({len(smooth_rows)} = {smooth_rows['N'].nunique()} N x {len(config['seeds'])} seeds):"]
     for column, title in (("test_auc", "test AUC"), ("grad_norm_mean", "Lipschitz mean"),
                           ("relative_lipschitz_mean", "Lipschitz x ||e|| mean"),
                           ("softmax_norm_median", "softmax ||J||_F median")):
@@ -103,7 +103,8 @@ def markdown(config: SweepConfig, summary: pd.DataFrame, frame: pd.DataFrame, bu
     if len(capped):
         counts = capped.groupby(["variant", "N"], sort=False).size()
         where = ", ".join(f"{v} N={n}: {c}" for (v, n), c in counts.items())
-        lines += ["", f"**Not converged**: members still improving when max_epochs = {config.max_epochs} ended them "
+        lines += ["", "**Not converged**: members still improving when "
+                      f"max_epochs = {config['train']['max_epochs']} ended them "
                   f"(best epoch > max_epochs - patience): {where}. Their numbers are not final; "
                   "rerun with more --epochs."]
     lines += ["", "Class masses on train (share of each rating 1..N):"]
@@ -112,7 +113,7 @@ def markdown(config: SweepConfig, summary: pd.DataFrame, frame: pd.DataFrame, bu
         lines.append(f"- N={n}, threshold class {b.threshold}: " + ", ".join(f"{s:.3f}" for s in shares))
     return "\n".join(lines) + "\n"
 
-def write_outputs(out: Path, config: SweepConfig, frame: pd.DataFrame, buckets: dict, dataset: Dataset) -> pd.DataFrame:
+def write_outputs(out: Path, config: dict, frame: pd.DataFrame, buckets: dict, dataset: Dataset) -> pd.DataFrame:
     """bandwidth.csv, bandwidth.png and bandwidth.md in `out`, each written atomically."""
     summary = summary_table(frame)
     stats = {name: len(split) for name, split in dataset.splits.items()}

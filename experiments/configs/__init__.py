@@ -11,13 +11,14 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from experiments.configs.defaults import DATASETS, DEFAULTS, MODEL_DATASET_SETTINGS, MODEL_SETTINGS, PAPER_MODELS, merge
+from experiments.configs.error import ConfigError
+from experiments.configs.toml import parse_toml_value
+from experiments.configs.validation import validate
 from lipctr.models import MODEL_NAMES
 
-from experiments.configs.defaults import DATASETS, DEFAULTS, MODEL_DATASET_SETTINGS, MODEL_SETTINGS, merge
-from experiments.configs.validation import ConfigError, validate
-
-__all__ = ["ConfigError", "DATASETS", "DEFAULTS", "MODEL_DATASET_SETTINGS", "MODEL_SETTINGS", "config_names", "load_config",
-           "merge", "model_hparams", "named_config", "parse_toml_value", "validate"]
+__all__ = ["ConfigError", "DATASETS", "DEFAULTS", "MODEL_DATASET_SETTINGS", "MODEL_SETTINGS", "PAPER_MODELS",
+           "config_names", "load_config", "merge", "model_hparams", "named_config", "parse_toml_value", "validate"]
 
 
 def config_names() -> list[str]:
@@ -52,22 +53,12 @@ def load_config(name_or_path: str) -> dict:
             name = data.pop("base")
             if not isinstance(name, str) or name not in config_names():
                 raise ConfigError(f"config file {path}: key 'base' must name a built-in config <model>_<dataset> "
-                                  f"(e.g. dcnv2_ml100k), got {name!r}; <model> is one of {', '.join(MODEL_NAMES)}, <dataset> one of "
+                                  f"(e.g. dcnv2_ml100k), got {name!r}; <model> is one of {', '.join(MODEL_NAMES)}, "
+                                  "<dataset> one of "
                                   f"{', '.join(DATASETS)}")
             base = named_config(name)
         return validate(merge(base, data), source=str(path))
     return named_config(name_or_path)
-
-
-def parse_toml_value(text: str, strict: bool = False):
-    """A command-line value in TOML syntax (5e-3, [64, 64], true, "x"). Text that is not TOML is
-    the string itself, or with `strict` a ValueError."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        if strict:
-            raise ValueError(f"{text!r} is not a TOML value") from None
-        return text
 
 
 def model_hparams(config: dict) -> dict:

@@ -11,8 +11,8 @@ from lipctr.data import PRESETS
 from lipctr.losses import LossConfig
 from lipctr.train import TrainConfig
 
-
 DATASETS = tuple(PRESETS)  # the real presets of lipctr.data.registry
+PAPER_MODELS = ("widedeep", "nfm", "xdeepfm", "autoint", "fignn", "dcnv2", "eulernet")  # the paper's (--models paper)
 
 DEFAULTS: dict = {
     "model": "dcnv2",
@@ -35,14 +35,22 @@ DEFAULTS: dict = {
     },
     "variants": ["orig", "smooth"],
     "seeds": [2020, 2021, 2022, 2023, 2024],
-    "lambda_sweep": [],
-    "checkpoint_every": 1,  # epochs between resumable-state checkpoints (and always at the end)  # e.g. [0.1, 0.3, 0.5, 0.7, 0.9]: smooth members for every (lambda, seed)
+    "lambda_sweep": [],  # e.g. [0.1, 0.3, 0.5, 0.7, 0.9]: smooth members for every (lambda, seed)
+    "checkpoint_every": 1,  # epochs between resumable-state checkpoints (and always at the end)
     "grid": {},  # per-member hyper-parameter grid {dotted_key: [values]}, one ensemble (experiments.configs.grid)
     "grid_programs": {},  # shape-changing grid {dotted_key: [values]}: one program per point, one after another
     "select_lambda": False,  # also train the lambda_r sweep and report smooth at the validation-chosen lambda_r
     "max_members": 0,  # a grid's members per wave (program); 0 = all at once on CPU, from free memory on accelerators
     "mesh": "",  # device mesh, e.g. "seeds=4" or "seeds=2,data=2" (lipctr.sharding); "" = one device
     "log": {"tensorboard": False},  # true: TensorBoard event files per member (experiments.tensorboard_log)
+    "bandwidth": {  # the supervision-bandwidth sweep's own settings (experiments.bandwidth); no other run reads them
+        "preset": "small",  # its synthetic data (lipctr.data.registry.SYNTHETIC_PRESETS), in place of the dataset
+        "data_seed": 0,  # the synthetic data's seed
+        "classes": [2, 3, 5, 10, 20],  # the numbers of rating classes N swept
+        "quantile": 0.6,  # the binary threshold's quantile of the latent preference
+        "lipschitz_examples": 256,  # test examples the local Lipschitz constant is measured on
+        "power_iters": 30,  # power iterations of its spectral norms
+    },
     "eval": {
         "num_negatives": 100,
         "relevance": "positive",  # "positive" (label 1) or "any" (every rated test item, RecBole)

@@ -1,4 +1,4 @@
-"""A config's hyper-parameter grids (issue 14): parsing and validation, naming the key.
+"""A config's hyper-parameter grids: parsing and validation, naming the key.
 
 Two tables, each {dotted_key: [values]} (a TOML table may also nest them: [grid.train]):
   grid           per-member keys (lipctr.member_hparams): every point of their product is trained
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
-from experiments.configs import DEFAULTS, ConfigError, merge, parse_toml_value, validate
+from experiments.configs.defaults import DEFAULTS, merge
+from experiments.configs.error import ConfigError
+from experiments.configs.toml import parse_toml_value
 from lipctr.member_hparams import check_value, member_hparam, per_member_keys
 from lipctr.models import default_hparams
 
@@ -68,7 +70,7 @@ def _known_key(key: str, config: dict, name: str, source: str) -> None:
                           f"(per-member: {', '.join(per_member_keys(config['model']))})")
 
 
-def _check_values(key: str, values, name: str, config: dict, source: str, numeric: bool) -> None:
+def _check_values(key: str, values, name: str, config: dict, source: str, numeric: bool, validate) -> None:
     where = f"{source}: {name} key {key!r}"
     if not isinstance(values, (list, tuple)) or not values:
         raise ConfigError(f"{where}: expected a non-empty list of values, got {values!r}")
@@ -94,9 +96,10 @@ def _default(config: dict, key: str):
     return (default_hparams(config["model"]) if section == "model_hparams" else DEFAULTS[section]).get(leaf)
 
 
-def check_grids(config: dict, source: str) -> dict:
+def check_grids(config: dict, source: str, validate) -> dict:
     """config with its grid tables flattened to {dotted_key: [values]} and checked: known keys,
-    per-member keys only in `grid`, non-empty lists of distinct valid values; ConfigError naming the key."""
+    per-member keys only in `grid`, non-empty lists of distinct valid values (each written over the
+    config and checked by `validate`, experiments.configs.validation's); ConfigError naming the key."""
     grid = flatten(config["grid"], "grid", source)
     programs = flatten(config["grid_programs"], "grid_programs", source)
     for key in grid.keys() & programs.keys():
@@ -110,7 +113,7 @@ def check_grids(config: dict, source: str) -> dict:
                                   f"differ inside one program; give it as grid_programs / --grid-programs "
                                   f"(one program per value; per-member keys: "
                                   f"{', '.join(per_member_keys(config['model']))})")
-            _check_values(key, values, name, config, source, numeric=name == "grid")
+            _check_values(key, values, name, config, source, name == "grid", validate)
     if "loss.lambda_r" in grid or "loss.lambda_r" in programs:
         if config["lambda_sweep"]:
             raise ConfigError(f"{source}: grid key 'loss.lambda_r' and key 'lambda_sweep' both set lambda_r; give one")

@@ -1,25 +1,22 @@
 """Config validation: `validate` rejects unknown keys, wrong types and out-of-range values, naming
-the key; `ConfigError` is the one error a config raises."""
+the key (with experiments.configs.error's `ConfigError`)."""
 
 from __future__ import annotations
 
+from experiments import data_source
+from experiments.configs.defaults import DATASETS, DEFAULTS, merge
+from experiments.configs.error import ConfigError
+from experiments.configs.grid import check_grids
 from lipctr.controls import ControlError, Controls
 from lipctr.data import DataError, get_preset
+from lipctr.data.registry import SYNTHETIC_PRESETS
 from lipctr.embedding_optim import EMBEDDING_OPTIMIZERS, SPARSE_OPTIMIZERS
 from lipctr.ensemble import MEMBER_MODES
-from lipctr.precision import COMPUTE_DTYPES
 from lipctr.losses import AGGREGATIONS
 from lipctr.models import MODEL_NAMES, default_hparams
+from lipctr.precision import COMPUTE_DTYPES
 from lipctr.sharding import MeshError, parse_mesh
-
 from lipctr.shuffle import SHUFFLES
-from experiments import data_source
-
-from experiments.configs.defaults import DATASETS, DEFAULTS, merge
-
-
-class ConfigError(ValueError):
-    """A config key that is unknown, of the wrong type, or out of range."""
 
 
 def _type_name(value) -> str:
@@ -83,7 +80,8 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: key 'variants' must list 'orig' and/or 'smooth', got {config['variants']!r}")
     if not config["seeds"] or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                       for s in config["seeds"]):
-        raise ConfigError(f"{source}: key 'seeds' must be a non-empty list of non-negative ints, got {config['seeds']!r}")
+        raise ConfigError(f"{source}: key 'seeds' must be a non-empty list of non-negative ints, "
+                          f"got {config['seeds']!r}")
     _check_distinct(config["seeds"], "seeds", source)
     for lam in [config["loss"]["lambda_r"], *config["lambda_sweep"]]:
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
@@ -108,11 +106,12 @@ def validate(config: dict, source: str = "config") -> dict:
                           f"got {config['train']['members']!r}")
     if config["train"]["compute_dtype"] not in COMPUTE_DTYPES:
         raise ConfigError(f"{source}: key 'train.compute_dtype' must be one of {', '.join(COMPUTE_DTYPES)}, "
+                          f"got {config['train']['compute_dtype']!r}")
     if config["train"]["shuffle"] not in SHUFFLES:
         raise ConfigError(f"{source}: key 'train.shuffle' must be one of {', '.join(SHUFFLES)}, "
                           f"got {config['train']['shuffle']!r}")
-                          f"got {config['train']['compute_dtype']!r}")
     _check_embedding_optimizer(config["train"], source)
+    _check_bandwidth(config["bandwidth"], source)
     if config["loss"]["aggregation"] not in AGGREGATIONS:
         raise ConfigError(f"{source}: key 'loss.aggregation' must be 'prob' or 'logit_sum'")
     if config["eval"]["relevance"] not in ("positive", "any"):
@@ -125,23 +124,41 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: key 'select_lambda' (--select-lambda) cannot be combined with a grid; "
                           "put loss.lambda_r in the grid instead")
     if config["grid"] or config["grid_programs"]:
-        from experiments.configs.grid import check_grids  # it validates each grid value with this function
-
-        config = check_grids(config, source)
+        config = check_grids(config, source, validate)
     return config
 
 
 def _check_embedding_optimizer(train: dict, source: str) -> None:
     if train["embedding_optimizer"] not in EMBEDDING_OPTIMIZERS:
-        raise ConfigError(f"{source}: key 'train.embedding_optimizer' must be one of {', '.join(EMBEDDING_OPTIMIZERS)}, "
+        raise ConfigError(f"{source}: key 'train.embedding_optimizer' must be one of "
+                          f"{', '.join(EMBEDDING_OPTIMIZERS)}, "
                           f"got {train['embedding_optimizer']!r}")
     rate = train["embedding_learning_rate"]
     if not 0 <= rate < float("inf"):
         raise ConfigError(f"{source}: key 'train.embedding_learning_rate' must be >= 0 (0 = train.learning_rate), "
                           f"got {rate}")
     if rate and train["embedding_optimizer"] == "adamw":
-        raise ConfigError(f"{source}: key 'train.embedding_learning_rate' applies to a sparse train.embedding_optimizer "
+        raise ConfigError(f"{source}: key 'train.embedding_learning_rate' applies to a sparse "
+                          "train.embedding_optimizer "
                           f"({', '.join(SPARSE_OPTIMIZERS)}); with 'adamw' the tables train at train.learning_rate")
+
+
+def _check_bandwidth(table: dict, source: str) -> None:
+    """The bandwidth sweep's [bandwidth] table (experiments.bandwidth)."""
+    if table["preset"] not in SYNTHETIC_PRESETS:
+        raise ConfigError(f"{source}: key 'bandwidth.preset' must be one of {', '.join(SYNTHETIC_PRESETS)}, "
+                          f"got {table['preset']!r}")
+    classes = table["classes"]
+    if not classes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in classes):
+        raise ConfigError(f"{source}: key 'bandwidth.classes' must list numbers of rating classes >= 2, "
+                          f"got {classes!r}")
+    _check_distinct(classes, "bandwidth.classes", source)
+    if not 0.0 < table["quantile"] < 1.0:
+        raise ConfigError(f"{source}: key 'bandwidth.quantile' must lie in (0, 1), got {table['quantile']}")
+    for key in ("data_seed", "lipschitz_examples", "power_iters"):
+        if table[key] < (0 if key == "data_seed" else 1):
+            raise ConfigError(f"{source}: key 'bandwidth.{key}' must be >= {0 if key == 'data_seed' else 1}, "
+                              f"got {table[key]}")
 
 
 def _check_distinct(values: list, key: str, source: str) -> None:
@@ -158,7 +175,8 @@ def _check_training_numbers(config: dict, source: str) -> None:
         if train[key] < 1:
             raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {train[key]}")
     if not 0 < train["learning_rate"] < float("inf"):
-        raise ConfigError(f"{source}: key 'train.learning_rate' must be a positive number, got {train['learning_rate']}")
+        raise ConfigError(f"{source}: key 'train.learning_rate' must be a positive number, "
+                          f"got {train['learning_rate']}")
     if not 0 <= train["weight_decay"] < float("inf"):
         raise ConfigError(f"{source}: key 'train.weight_decay' must be >= 0, got {train['weight_decay']}")
     if ev["num_negatives"] < 1:

@@ -1,4 +1,4 @@
-"""The controls of the mechanism study (issue 15), each one change relative to orig or smooth.
+"""The controls of the mechanism study, each one change relative to orig or smooth.
 
 A control names the variant it trains ("orig" or "smooth" of a config with the control's keys
 written over it) and one or more candidates; with several (a small grid, e.g. label-smoothing

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from experiments.report.figures import forest_figure, save_png
-from experiments.report.tables import markdown_table
 from experiments.report.stats import paired_difference
+from experiments.report.tables import markdown_table
 from lipctr.io import write_text_atomic
 
 REFERENCES = ("orig", "smooth")
@@ -80,7 +80,8 @@ def forest_rows(table: pd.DataFrame, reference: str = "orig") -> pd.DataFrame:
 def _interval(row, key: str) -> str:
     if np.isnan(row[key]):
         return "—"
-    return f"{100 * row[key]:+.2f} [{100 * row[key + '_low']:+.2f}, {100 * row[key + '_high']:+.2f}] p={row[key + '_p']:.2g}"
+    low, high = 100 * row[key + "_low"], 100 * row[key + "_high"]
+    return f"{100 * row[key]:+.2f} [{low:+.2f}, {high:+.2f}] p={row[key + '_p']:.2g}"
 
 
 def readable_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -93,7 +94,8 @@ def readable_table(table: pd.DataFrame) -> pd.DataFrame:
         "ΔAUC vs smooth [95% CI]": [_interval(r, "d_auc_vs_smooth") for _, r in table.iterrows()],
         "ΔLogLoss vs orig [95% CI]": [_interval(r, "d_logloss_vs_orig") for _, r in table.iterrows()],
         "Lipschitz mean / max": [f"{a:.3g} / {b:.3g}" for a, b in zip(table["lipschitz_mean"], table["lipschitz_max"])],
-        "‖E_user‖ / ‖E_item‖": [f"{a:.3g} / {b:.3g}" for a, b in zip(table["user_weight_norm"], table["item_weight_norm"])],
+        "‖E_user‖ / ‖E_item‖": [f"{a:.3g} / {b:.3g}"
+                                for a, b in zip(table["user_weight_norm"], table["item_weight_norm"])],
         "AUC loss at largest noise %": [f"{d:.2f}" for d in table["auc_drop_pct"]],
     })
 

@@ -1,7 +1,8 @@
-"""The mechanism study (issue 15): where does smooth's gain come from?
+"""The mechanism study: where does smooth's gain come from?
 
-    python -m experiments.mechanism --config dcnv2_ml100k [--models all|dcnv2,nfm] [--controls a,b]
-                                    [--seeds 2020,2021] [--epochs 50] [--resume DIR [--report-only]]
+    python -m experiments.mechanism --config dcnv2_ml100k [--models all|paper|dcnv2,nfm] [--controls a,b]
+                                    [--seeds 2020,2021] [--epochs 50] [--set KEY=VALUE] [--mesh seeds=2]
+    python -m experiments.mechanism --resume DIR [--epochs 80] [--report-only]
 
 For each backbone trains orig, smooth and every control (experiments.mechanism.controls) as
 ensembles over the config's seeds, runs the analyses of a run on each (local Lipschitz constant,
@@ -15,7 +16,6 @@ embedding weight norms, AUC under the largest input-embedding noise) and writes
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import sys
@@ -23,78 +23,84 @@ from pathlib import Path
 
 import pandas as pd
 
-from lipctr import runtime
-from lipctr.data import DataError, get_preset, load_dataset
-from lipctr.inference import load_run
-from lipctr.io import check_output, write_json_atomic, write_text_atomic
-from lipctr.models import MODEL_NAMES
-from lipctr.ranking import ranking_candidates
-
-from experiments.report.analysis import (DENSE_NOISE_STDS, SPARSE_DATASETS, SPARSE_NOISE_STDS, local_lipschitz,
-                                  noise_robustness, weight_norms)
-from experiments.configs import ConfigError, load_config, merge, named_config, validate
-from experiments.evaluable import check_evaluable
+from experiments import data_source
+from experiments.cli import add_shared_arguments, parse, print_config, resolve_configs
+from experiments.configs import ConfigError, merge, validate
+from experiments.evaluable import check_evaluable, test_candidates
 from experiments.mechanism.controls import Control, choose
 from experiments.mechanism.report import write_mechanism_report
-from experiments.run import run_variant
+from experiments.report.analysis import (
+    DENSE_NOISE_STDS,
+    SPARSE_DATASETS,
+    SPARSE_NOISE_STDS,
+    local_lipschitz,
+    noise_robustness,
+    weight_norms,
+)
+from experiments.run_config import run_config
+from experiments.rundir import CONFIG_FLAGS
+from lipctr import runtime, sharding
+from lipctr.data import DataError
+from lipctr.inference import load_run
+from lipctr.io import check_output, write_json_atomic, write_text_atomic
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    return parse(parser(), argv, {})
+
+
+def parser() -> argparse.ArgumentParser:
+    """The study's command line: every training command's flags (experiments.cli) and its own."""
     p = argparse.ArgumentParser(prog="python -m experiments.mechanism", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="dcnv2_ml100k", help="<model>_<dataset> or a .toml file")
-    p.add_argument("--models", help="'all' or a comma list of backbones on the config's dataset (default: the config's)")
-    p.add_argument("--controls", default="all", help="comma list of controls (orig and smooth are always trained)")
-    p.add_argument("--seeds", help="comma-separated seeds (default: the config's)")
-    p.add_argument("--epochs", type=int, help="maximum number of epochs")
-    p.add_argument("--data", help="dataset folder")
-    p.add_argument("--runs-dir", default="runs", help="where runs/mechanism_<dataset>/<timestamp>/ is created")
-    p.add_argument("--resume", metavar="DIR", help="continue a study directory (finished parts are kept)")
-    p.add_argument("--report-only", action="store_true",
+    add_shared_arguments(p)
+    g = p.add_argument_group("the mechanism study's own")
+    g.add_argument("--controls", help="comma list of controls (default all; orig and smooth are always trained)")
+    g.add_argument("--report-only", action="store_true",
                    help="with --resume: train nothing; write the report from the finished (backbone, control) pairs")
-    p.add_argument("--noise-draws", type=int, default=3, help="noise draws per member for the robustness analysis")
-    p.add_argument("--lipschitz-examples", type=int, default=256, help="test examples for the Lipschitz analysis")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    g.add_argument("--noise-draws", type=int, default=3, help="noise draws per member for the robustness analysis")
+    g.add_argument("--lipschitz-examples", type=int, default=256, help="test examples for the Lipschitz analysis")
+    return p
 
 
-def study_configs(args) -> list[dict]:
-    """One validated config per backbone, with the command line's seeds / epochs / data."""
-    base = load_config(args.config)
-    if args.models == "all":
-        models = list(MODEL_NAMES)
-    elif args.models:
-        models = [m.strip() for m in args.models.split(",")]
-        unknown = [m for m in models if m not in MODEL_NAMES]
-        if unknown:
-            raise ConfigError(f"--models: unknown backbone(s) {unknown}; known: all, {', '.join(MODEL_NAMES)}")
-    else:
-        models = [base["model"]]
-    update: dict = {"train": {}}
-    if args.seeds:
-        try:
-            update["seeds"] = [int(x) for x in args.seeds.split(",")]
-        except ValueError:
-            raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
+    """--resume DIR: the command line stored in DIR/study.json, with --epochs (only to train longer),
+    --mesh, --no-progress and --report-only of this one; ConfigError for a flag that would change the study."""
+    root = Path(args.resume)
+    if not (root / "study.json").is_file():
+        raise ConfigError(f"--resume {args.resume}: no study.json there; is it a mechanism study directory?")
+    given = [flag for dest, flag in {**CONFIG_FLAGS, "controls": "--controls"}.items()
+             if getattr(args, dest, None) not in (None, [])]
+    if given:
+        raise ConfigError(f"{given[0]} cannot be combined with --resume: a resume continues the study's stored command "
+                          f"({root / 'study.json'}); with --resume only --epochs, --mesh, --no-progress and "
+                          "--report-only apply")
+    stored = parse_args(json.loads((root / "study.json").read_text())["argv"])
     if args.epochs is not None:
-        update["train"]["max_epochs"] = args.epochs
-    if args.data:
-        update["data_path"] = args.data
-    configs = [base if m == base["model"] else named_config(f"{m}_{base['dataset']}") for m in models]
-    return [validate(merge(c, update), source=args.config) for c in configs]
+        stored.epochs = args.epochs
+    if args.mesh is not None:
+        stored.mesh = args.mesh
+    stored.resume, stored.no_progress, stored.report_only = args.resume, args.no_progress, args.report_only
+    return stored
 
 
-def train_control(config: dict, control: Control, dataset, root: Path, candidates, progress: bool) -> dict:
+def study_configs(args: argparse.Namespace) -> list[dict]:
+    """One validated config per backbone (experiments.cli.resolve_configs), the study's resume aside."""
+    return resolve_configs(argparse.Namespace(**{**vars(args), "resume": None}))
+
+
+def train_control(config: dict, control: Control, dataset, root: Path, candidates, progress: bool, mesh=None) -> dict:
     """Train every candidate of `control` on `config`'s backbone; the chosen one (best mean
     validation AUC over seeds): {"control", "variant", "chosen", "dir", "final", "selection"}."""
     trained = []
     for candidate in control.candidates:
-        run_config = validate(merge(config, candidate.update), source=f"control {control.name}")
+        config_ = validate(merge(config, candidate.update), source=f"control {control.name}")
         run_dir = root / config["model"] / control.name / candidate.label
         if not (run_dir / "config.json").is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / "config.json", run_config)
-        final = run_variant(run_config, dataset, control.variant, run_dir, candidates, progress)
+            write_json_atomic(run_dir / "config.json", config_)
+        final = run_config({**config_, "variants": [control.variant]}, dataset, run_dir, candidates, progress,
+                           mesh)[control.variant]
         valid = sum(m["best_valid_auc"] for m in final["members"]) / len(final["members"])
         trained.append((valid, candidate.label, run_dir, final))
     valid, label, run_dir, final = max(trained, key=lambda t: t[0])
@@ -129,26 +135,30 @@ def study_root(args, dataset_name: str) -> Path:
             raise ConfigError(f"--resume {args.resume}: no study.json there; is it a mechanism study directory?")
         return root
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(args.runs_dir) / f"mechanism_{dataset_name}" / stamp
+    return Path(args.runs_dir or "runs") / f"mechanism_{dataset_name}" / stamp
 
 
 def main(argv=None) -> int:
     runtime.configure_xla()
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         if args.report_only and not args.resume:
             raise ConfigError("--report-only needs --resume DIR (the study to report)")
-        check_output("--runs-dir", args.runs_dir, folder=True)
+        if args.resume:
+            args = resumed_args(args)
+        check_output("--runs-dir", args.runs_dir or "runs", folder=True)
         configs = study_configs(args)
+        if args.print_config:
+            print_config(configs, "python -m experiments.mechanism", argv)
+            return 0
         models = [c["model"] for c in configs]
-        chosen = choose(args.controls)
-        data_config = get_preset(configs[0]["dataset"])
-        if configs[0]["data_path"]:
-            data_config = dataclasses.replace(data_config, path=configs[0]["data_path"])
-        dataset = load_dataset(data_config)
+        chosen = choose(args.controls or "all")
+        mesh = sharding.make_mesh(configs[0]["mesh"])
+        dataset = data_source.load(configs[0])
         check_evaluable(configs[0], dataset)
+        candidates = test_candidates(configs[0], dataset)
         root = study_root(args, configs[0]["dataset"])
-    except (ConfigError, DataError, ValueError) as error:
+    except (ConfigError, DataError, ValueError) as error:  # ValueError: MeshError, OutputPathError
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.resume:
@@ -157,17 +167,16 @@ def main(argv=None) -> int:
                                                 "models": models, "controls": [c.name for c in chosen]})
     print(runtime.device_line(), file=sys.stderr)  # the devices this study trains on
     print(f"mechanism study: {', '.join(models)} x {', '.join(c.name for c in chosen)}; {root}", file=sys.stderr)
-    ev = configs[0]["eval"]
-    candidates = ranking_candidates(dataset, "test", ev["num_negatives"], ev["ranking_seed"], ev["relevance"])
     results = []
     for config in configs:
         for control in chosen:
             if not control.applies_to(config["model"]):
                 continue
             if args.report_only and not is_finished(config, control, root):
-                print(f"not in the report (not trained to the end): {config['model']} x {control.name}", file=sys.stderr)
+                print(f"not in the report (not trained to the end): {config['model']} x {control.name}",
+                      file=sys.stderr)
                 continue
-            result = train_control(config, control, dataset, root, candidates, not args.no_progress)
+            result = train_control(config, control, dataset, root, candidates, not args.no_progress, mesh)
             result["analysis"] = analyse(result["dir"], control.variant, dataset, config, args.noise_draws,
                                          args.lipschitz_examples)
             results.append({"model": config["model"], "what": control.what, **result})
@@ -176,4 +185,3 @@ def main(argv=None) -> int:
     print(f"wrote {path}")
     print(json.dumps({"study": str(root)}))
     return 0
-

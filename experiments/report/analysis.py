@@ -48,7 +48,8 @@ def noisy_logits_fn(model, num_examples: int, chunk: int = 8192):
             i, idx = inputs
             batch = jax.tree.map(lambda x: x[idx], features)
             offset = std * jax.random.normal(jax.random.fold_in(key, i), shape)
-            return None, model.apply({"params": params, **model_state}, batch, deterministic=True, embedding_offset=offset)
+            return None, model.apply({"params": params, **model_state}, batch, deterministic=True,
+                                     embedding_offset=offset)
 
         logits = jax.lax.scan(body, None, (jnp.arange(num_chunks), index))[1]
         return logits.reshape(num_chunks * chunk, -1)[:num_examples]
@@ -110,7 +111,8 @@ def trained_softmax_norms(run_dir: Path, variant: str = "smooth", aux_rating: bo
     return pd.DataFrame(rows)
 
 
-def run_analyses(run_dir: Path, dataset: Dataset, variants, noise_draws: int = 3, lipschitz_examples: int = 256) -> None:
+def run_analyses(run_dir: Path, dataset: Dataset, variants, noise_draws: int = 3,
+                 lipschitz_examples: int = 256) -> None:
     """Weight norms, noise robustness, local Lipschitz constants and trained softmax norms -> CSVs."""
     out = run_dir / "analysis"
     config = json.loads((run_dir / "config.json").read_text())
@@ -125,4 +127,5 @@ def run_analyses(run_dir: Path, dataset: Dataset, variants, noise_draws: int = 3
         write_text_atomic(out / f"{name}.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
     if "smooth" in variants:
         aux_rating = bool(config.get("controls", {}).get("aux_rating", False))
-        write_text_atomic(out / "softmax_norms.csv", trained_softmax_norms(run_dir, "smooth", aux_rating).to_csv(index=False))
+        norms = trained_softmax_norms(run_dir, "smooth", aux_rating)
+        write_text_atomic(out / "softmax_norms.csv", norms.to_csv(index=False))

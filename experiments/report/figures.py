@@ -55,7 +55,8 @@ def figure_gradients(run: dict, out: Path) -> str | None:
             ax.set_xlabel("epoch")
     norms_path = run["dir"] / "analysis" / "weight_norms.csv"
     if norms_path.is_file():
-        norms = pd.read_csv(norms_path).groupby("variant")[["user_weight_norm", "item_weight_norm"]].agg(["mean", "std"])
+        columns = ["user_weight_norm", "item_weight_norm"]
+        norms = pd.read_csv(norms_path).groupby("variant")[columns].agg(["mean", "std"])
         x = np.arange(2)
         for offset, variant, color in ((-0.2, "orig", "tab:blue"), (0.2, "smooth", "tab:red")):
             if variant in norms.index:
@@ -120,7 +121,8 @@ def figure_theorem(tables: dict, trained: pd.DataFrame, out: Path) -> str:
     axes[1].plot(random["scale"], random["fraction_above_bound"], "o-", label="random N(0, scale^2) logits, N=5")
     if not trained.empty:
         for i, (_, row) in enumerate(trained.iterrows()):
-            axes[1].axhline(row["fraction_above_bound"], color=f"C{i + 1}", linestyle=":", label=f"trained: {row['model']}")
+            axes[1].axhline(row["fraction_above_bound"], color=f"C{i + 1}", linestyle=":",
+                            label=f"trained: {row['model']}")
     axes[1].set_xscale("log")
     axes[1].set_xlabel("logit scale")
     axes[1].set_ylabel("fraction with ||J||_F > 1/sqrt(N)")

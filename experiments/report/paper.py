@@ -19,10 +19,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.report.figures import (
+    figure_gradients,
+    figure_lambda,
+    figure_noise,
+    figure_theorem,
+    forest_figure,
+    save_png,
+)
+from experiments.report.tables import (
+    analysis_summary,
+    collect_analysis,
+    compare,
+    headline,
+    lambda_table,
+    markdown_table,
+    pct_table,
+    read_run,
+    theorem_tables,
+    timing_table,
+)
 from lipctr.io import OutputPathError, check_output, write_text_atomic
-from experiments.report.figures import figure_gradients, figure_lambda, figure_noise, figure_theorem, forest_figure, save_png
-from experiments.report.tables import (analysis_summary, collect_analysis, compare, headline, lambda_table,
-                                       markdown_table, pct_table, read_run, theorem_tables, timing_table)
 
 
 def figure_forest_smooth(table1, out: Path) -> str | None:
@@ -50,6 +67,7 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     summary = analysis_summary(runs)
     softmax = collect_analysis(runs, "softmax_norms")
     theorem = theorem_tables()
+    bandwidth = theorem["norm_vs_bandwidth"]
     trained = softmax.groupby("model")["fraction_above_bound"].mean().reset_index() if not softmax.empty else softmax
     csvs = {"table1": table1, "table2": table2, "table3": table3, "lambda_sweep": lambdas,
             "lipschitz": lipschitz_table, "analysis_summary": summary, "softmax_norms_trained": softmax, **theorem}
@@ -62,7 +80,8 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
              f"Runs: {', '.join(str(r['dir']) for r in runs)}\n",
              "## Headline (test AUC, smooth vs orig)\n", "\n".join(headline(table1)) + "\n",
              "## Table 1: AUC and LogLoss (%, mean ± std over seeds)\n", markdown_table(pct_table(table1)),
-             "## Table 2: ranking, each test positive vs 100 sampled unseen items (%)\n", markdown_table(pct_table(table2)),
+             "## Table 2: ranking, each test positive vs 100 sampled unseen items (%)\n",
+             markdown_table(pct_table(table2)),
              "## Table 3: seconds (median epoch, whole training, evaluation)\n", markdown_table(table3, ".3g"),
              "## Figures 2 and 3, Lipschitz: orig vs smooth (means over seeds)\n",
              "Embedding gradient norms per epoch (Fig. 2), embedding weight norms after training, the local "
@@ -73,11 +92,12 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
              "Softmax Jacobian Frobenius norm at uniform logits is sqrt(N-1)/N, just under 1/sqrt(N); but the "
              "supremum over the simplex is 1/2 (probability split evenly between two classes), so the paper's "
              "bound ||J||_F <= 1/sqrt(N) fails for N >= 5 away from uniform logits.\n",
-             markdown_table(theorem["norm_vs_bandwidth"][theorem["norm_vs_bandwidth"]["N"].isin([2, 3, 4, 5, 8, 10, 16, 20, 32, 64])]),
+             markdown_table(bandwidth[bandwidth["N"].isin([2, 3, 4, 5, 8, 10, 16, 20, 32, 64])]),
              "Random logits N(0, scale^2), N = 5:\n", markdown_table(theorem["random_logits"]),
              "Trained smooth models' test logits (per member):\n", markdown_table(softmax),
              "Local Lipschitz constant of p_hat w.r.t. the concatenated input field embeddings "
-             "(per member; grad_norm = ||d p_hat / d e||, spectral_* by power iteration, *_fd finite-difference check):\n",
+             "(per member; grad_norm = ||d p_hat / d e||, spectral_* by power iteration, "
+             "*_fd finite-difference check):\n",
              markdown_table(lipschitz_table),
              "## Figures\n", "\n".join(f"![{f}]({f})" for f in figures if f) + "\n"]
     path = out / "report.md"

@@ -11,8 +11,8 @@ import jax
 import numpy as np
 import pandas as pd
 
-from lipctr import softmax_jacobian
 from experiments.report.stats import paired_difference
+from lipctr import softmax_jacobian
 
 
 def read_run(run_dir: Path) -> dict:
@@ -98,7 +98,8 @@ def timing_table(runs: list[dict]) -> pd.DataFrame:
     if frame.empty:
         return frame
     wide = frame.pivot(index="model", columns="variant",
-                       values=["seconds_per_epoch", "train_seconds_total", "eval_seconds_per_epoch", "test_eval_seconds"])
+                       values=["seconds_per_epoch", "train_seconds_total", "eval_seconds_per_epoch",
+                               "test_eval_seconds"])
     wide.columns = [f"{a}_{b}" for a, b in wide.columns]
     for base in ("seconds_per_epoch", "train_seconds_total", "eval_seconds_per_epoch", "test_eval_seconds"):
         if f"{base}_orig" in wide and f"{base}_smooth" in wide:
@@ -207,5 +208,6 @@ def headline(table1: pd.DataFrame) -> list[str]:
         sig = "significant at 5%" if row["p_value"] < 0.05 else "not significant at 5%"
         lines.append(f"- {row['model']} (lambda_r {row['lambda_r']:g}, chosen on {row['lambda_r_chosen_on']}): "
                      f"smooth {verdict} test AUC ({row['delta_pct']:+.2f}%, "
-                     f"{100 * row['orig_mean']:.2f} -> {100 * row['smooth_mean']:.2f}, paired t p = {row['p_value']:.3g}, {sig})")
+                     f"{100 * row['orig_mean']:.2f} -> {100 * row['smooth_mean']:.2f}, "
+                     f"paired t p = {row['p_value']:.3g}, {sig})")
     return lines
