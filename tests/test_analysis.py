@@ -42,7 +42,8 @@ def test_restored_members_reproduce_test_metrics_and_zero_noise(finished_run):
         clean = noise[noise["std"] == 0.0].sort_values("seed")
         expected = [m["auc"] for m in finals[variant]["members"]]
         np.testing.assert_allclose(clean["auc"].to_numpy(), expected, atol=1e-6)
-        np.testing.assert_allclose(clean["logloss"].to_numpy(), [m["logloss"] for m in finals[variant]["members"]], atol=1e-6)
+        np.testing.assert_allclose(clean["logloss"].to_numpy(), [m["logloss"] for m in finals[variant]["members"]],
+                                   atol=1e-6)
         noisy = noise[noise["std"] == 0.05]
         assert len(noisy) == 4 and not np.allclose(noisy["auc"].to_numpy(), np.repeat(expected, 2))
 
@@ -53,7 +54,8 @@ def test_weight_norms_match_numpy(finished_run):
     table = analysis.weight_norms(tv)
     for i in range(2):
         user = np.asarray(embedding_table(tv.params, "user_id"))[i]
-        np.testing.assert_allclose(table["user_weight_norm"][i], np.sqrt((user.astype(np.float64) ** 2).sum()), rtol=1e-5)
+        np.testing.assert_allclose(table["user_weight_norm"][i], np.sqrt((user.astype(np.float64) ** 2).sum()),
+                                   rtol=1e-5)
 
 
 @pytest.mark.slow  # long; keeps the default suite under 10 minutes on 2 cores
@@ -137,7 +139,8 @@ def test_aux_rating_run_loads_with_its_click_head(tmp_path):
         "model_hparams": {"mlp_hidden_size": [16], "embedding_dim": 4}, "controls": {"aux_rating": True},
         "train": {"batch_size": 512, "max_epochs": 1}, "seeds": [2020]}))
     write_json_atomic(tmp_path / "config.json", config)
-    final = run_variant(config, ds, "smooth", tmp_path, ranking_candidates(ds, "test", 20, 0, "positive"), progress=False)
+    final = run_variant(config, ds, "smooth", tmp_path, ranking_candidates(ds, "test", 20, 0, "positive"),
+                        progress=False)
     run = load_run(tmp_path, "smooth")
     assert run.loss_config.aux_rating and run.num_outputs == 1 + ds.schema.num_ratings
     saved = np.load(tmp_path / "smooth" / "predictions.npz")

@@ -25,7 +25,7 @@ SMALL = ["--epochs", "1", "--seeds", "2020", "--no-progress", "--set", "model_hp
 
 
 @pytest.fixture(autouse=True)
-def no_fetch_anywhere(no_fetch):
+def no_fetch_anywhere(no_fetch):  # noqa: F811 (the imported fixture, requested by name)
     """Every test here: fetching ML-100K fails the test, the datasets root is empty."""
 
 

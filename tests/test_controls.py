@@ -120,7 +120,8 @@ def test_aux_rating_scores_clicks_from_the_bce_head_only():
     np.testing.assert_allclose(trainer.click_probability(changed), jax.nn.sigmoid(logits[:, 0]), rtol=1e-6)
     rating, label = jnp.array([1, 2, 3, 4, 5, 5, 1]), jnp.array([0, 0, 0, 1, 1, 1, 0.0])
     at_zero = LossConfig(lambda_r=0.0, aux_rating=True)
-    assert float(multihead_loss(changed, rating, label, at_zero)) == float(multihead_loss(logits, rating, label, at_zero))
+    unchanged = multihead_loss(logits, rating, label, at_zero)
+    assert float(multihead_loss(changed, rating, label, at_zero)) == float(unchanged)
     expected = 0.3 * multihead_loss(logits[:, 1:], rating, label, LossConfig(lambda_r=1.0)) + 0.7 * multihead_loss(
         logits[:, :1], rating, label, LossConfig())
     np.testing.assert_allclose(multihead_loss(logits, rating, label, LossConfig(lambda_r=0.3, aux_rating=True)),
@@ -204,7 +205,8 @@ def test_label_smoothing_and_embedding_l2_are_the_stated_terms():
     target = np.array([0.9, 0.1, 0.9])
     p = 1 / (1 + np.exp(-np.array([2.0, -1.0, 0.5])))
     expected = -np.mean(target * np.log(p) + (1 - target) * np.log(1 - p))
-    np.testing.assert_allclose(multihead_loss(logits, None, label, LossConfig(label_smoothing=eps)), expected, rtol=1e-6)
+    np.testing.assert_allclose(multihead_loss(logits, None, label, LossConfig(label_smoothing=eps)), expected,
+                               rtol=1e-6)
     dataset = tiny_dataset(num_interactions=200)
     features = {k: v[:2] for k, v in dataset.train.features.items()}
     base = build_model("dcnv2", dataset.schema, 1, embedding_dim=4, mlp_hidden_size=(8,))

@@ -60,7 +60,8 @@ CASES = {
                            {"load_col": {**LOAD_ALL, "user": ("user_id", "occupation")}},
                            ["toy.user", "['occupation']"]),
     "non-numeric float feature": (
-        lambda d: (_write_inter(d, GOOD), write_table(d / "toy.user", USER_HEADER, USERS[:2] + [("u3", "40", "F", "x")])),
+        lambda d: (_write_inter(d, GOOD),
+                   write_table(d / "toy.user", USER_HEADER, USERS[:2] + [("u3", "40", "F", "x")])),
         {"load_col": LOAD_ALL}, ["toy.user line 4", "'score'", "'x'", "not a number"]),
     "user listed twice": (
         lambda d: (_write_inter(d, GOOD), write_table(d / "toy.user", USER_HEADER, USERS + [("u2", "50", "M", "1")])),
@@ -72,7 +73,8 @@ CASES = {
     "header only": (lambda d: _write_inter(d, []), {}, ["toy.inter: no interactions"]),
     "empty split": (lambda d: _write_inter(d, GOOD[:2]), {},
                     ["toy.inter", "2 interactions", "split empty"]),
-    "not utf-8": (lambda d: (d / "toy.inter").write_bytes(("\t".join(INTER_HEADER) + "\nu\xe9\ti1\t5\t1\n").encode("latin-1")),
+    "not utf-8": (lambda d: (d / "toy.inter").write_bytes(
+                      ("\t".join(INTER_HEADER) + "\nu\xe9\ti1\t5\t1\n").encode("latin-1")),
                   {}, ["toy.inter", "utf-8"]),
 }
 

@@ -21,8 +21,9 @@ def test_atomic_reads_kinds_and_load_col(tmp_path):
                 [row + (w, t) for row, w, t in zip(INTER, ["0.5", "", "2"], ["1 2", "", "3.5"])])
     write_table(tmp_path / "toy.item", ("item_id:token", "genre:token_seq", "price:float"),
                 [("i1", "Action  Drama", "9.5"), ("i2", "", "nan")])
-    config = DataConfig("toy", path=str(tmp_path), load_col={"inter": ("user_id", "item_id", "rating", "weight", "tags"),
-                                                             "item": ("item_id", "genre", "price")})
+    config = DataConfig("toy", path=str(tmp_path),
+                        load_col={"inter": ("user_id", "item_id", "rating", "weight", "tags"),
+                                  "item": ("item_id", "genre", "price")})
     raw = read_raw(config)
     assert raw.user is None
     inter = raw.inter.frame
@@ -119,7 +120,8 @@ def test_parquet_matches_csv(tmp_path):
     frame = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 20, 10], "rating": [5, 3, 4],
                           "tags": [["a", "b"], [], ["c"]], "price": [1.5, None, 2.0]})
     frame.to_parquet(tmp_path / "mine.parquet")
-    config = DataConfig("mine", format="parquet", path=str(tmp_path), field_types={"tags": "token_seq", "price": "float"})
+    config = DataConfig("mine", format="parquet", path=str(tmp_path),
+                        field_types={"tags": "token_seq", "price": "float"})
     raw = read_raw(config)
     assert raw.inter.frame["user_id"].tolist() == ["1", "1", "2"]
     assert raw.inter.frame["tags"].tolist() == [["a", "b"], [], ["c"]]
@@ -127,7 +129,8 @@ def test_parquet_matches_csv(tmp_path):
     assert raw.inter.where(1) == f"{tmp_path / 'mine.parquet'} row 2"
 
 
-@pytest.mark.parametrize("preset", ["tiny", SyntheticSizes(200, 150, 3000, "yelp"), SyntheticSizes(200, 150, 3000, "amazon")])
+@pytest.mark.parametrize("preset", ["tiny", SyntheticSizes(200, 150, 3000, "yelp"),
+                                    SyntheticSizes(200, 150, 3000, "amazon")])
 def test_exported_atomic_files_read_back_to_the_same_dataset(tmp_path, preset):
     raw = synthetic_raw(preset, 5)
     write_atomic(raw, tmp_path, "export")

@@ -38,7 +38,9 @@ def test_relative_links_resolve():
 
 
 def test_no_table_row_of_the_readme_is_repeated_in_docs():
-    rows = lambda text: {l.strip() for l in text.splitlines() if l.startswith("|") and not set(l) <= set("|-: ")}  # noqa: E731
+    def rows(text):
+        return {line.strip() for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")}
+
     readme = rows((ROOT / "README.md").read_text())
     for page in sorted((ROOT / "docs").glob("*.md")):
         shared = readme & rows(page.read_text())

@@ -39,7 +39,7 @@ def setup():
     train = to_device(ds.train)
     params = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
                         jax.tree.map(lambda x: x[:2], train["features"]), deterministic=True)["params"]
-    batches = [jax.tree.map(lambda x: x[i * BATCH:(i + 1) * BATCH], train) for i in range(STEPS)]
+    batches = [jax.tree.map(lambda x: x[i * BATCH:(i + 1) * BATCH], train) for i in range(STEPS)]  # noqa: B023 (called within its iteration)
     return ds, model, params, batches
 
 
@@ -128,7 +128,8 @@ def test_compact_ids_keep_padding_at_zero_and_invert_to_the_batch(setup):
         np.testing.assert_array_equal(np.asarray(unique[field])[np.asarray(local[field])], ids)
         assert schema[field].vocab_size == ids.size + (field == "genre")
         filled = np.asarray(unique[field])
-        assert set(filled[filled < ds.schema[field].vocab_size]) == set(ids.ravel()) | ({0} if field == "genre" else set())
+        padding = {0} if field == "genre" else set()
+        assert set(filled[filled < ds.schema[field].vocab_size]) == set(ids.ravel()) | padding
     assert np.asarray(unique["genre"])[0] == 0
     assert np.all(np.asarray(local["genre"])[np.asarray(features["genre"]) == 0] == 0)
 
@@ -313,13 +314,18 @@ def _backbone_case(name):
 FAST_BACKBONES = ("xdeepfm",)  # its penalty reads the first-order tables
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST_BACKBONES else pytest.mark.slow)
-                                  for n in __import__("lipctr.models", fromlist=["MODEL_NAMES"]).MODEL_NAMES])
-def test_every_backbone_gets_the_dense_gradient_from_its_rows(name):
+@pytest.mark.parametrize("name, extra", [
+    *[pytest.param(n, {}, id=n, marks=() if n in FAST_BACKBONES else pytest.mark.slow)
+      for n in __import__("lipctr.models", fromlist=["MODEL_NAMES"]).MODEL_NAMES],
+    pytest.param("xdeepfm", {"first_order_pooling": "sum"}, id="xdeepfm-first_order_pooling=sum"),
+])
+def test_every_backbone_gets_the_dense_gradient_from_its_rows(name, extra):
     """For every registered backbone the sparse step's gradients (dense layers, and the row
-    gradients scattered back into tables) equal the dense gradient, dropout and batch-norm on."""
+    gradients scattered back into tables) equal the dense gradient, dropout and batch-norm on;
+    also with the first-order term summing the token_seq field's weights (padding id 0 at
+    compact index 0 is masked out of the sum as out of the mean)."""
     ds = tiny_dataset(num_interactions=400)
-    model = build_model(name, ds.schema, 5, **_backbone_case(name))
+    model = build_model(name, ds.schema, 5, **_backbone_case(name), **extra)
     batch = jax.tree.map(lambda x: x[:BATCH], to_device(ds.train))
     variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, batch["features"],
                            deterministic=True)

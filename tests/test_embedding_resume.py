@@ -101,7 +101,7 @@ def test_sparse_state_saved_and_restored_trains_on_to_the_same_bits(tmp_path):
     """The fast twin of the SIGKILL test: a lazy_adam ensemble's state through StateCheckpoints,
     then one more epoch from the restored and from the live state."""
     data = tiny_dataset(num_interactions=800)
-    train, valid = to_device(data.train), to_device(data.valid)
+    train, _valid = to_device(data.train), to_device(data.valid)
     model = build_model("widedeep", data.schema, 5, mlp_hidden_size=(8,))
     config = TrainConfig(learning_rate=0.01, batch_size=128, embedding_optimizer="lazy_adam")
     trainer = Trainer(model, LossConfig(lambda_r=0.5), config, len(data.train), len(data.valid))

@@ -27,7 +27,8 @@ from tests.tiny_data import tiny_dataset
 @pytest.mark.parametrize("flags, message", [
     (["--grid", "train.lr=1e-3,5e-3"], "unknown grid key 'train.lr'"),
     (["--grid", "model_hparams.embedding_dim=8,16"], "grid key 'model_hparams.embedding_dim' changes a shape"),
-    (["--grid", "model_hparams.mlp_hidden_size=[[8], [16]]"], "grid key 'model_hparams.mlp_hidden_size' changes a shape"),
+    (["--grid", "model_hparams.mlp_hidden_size=[[8], [16]]"],
+     "grid key 'model_hparams.mlp_hidden_size' changes a shape"),
     (["--grid", "train.learning_rate="], "--grid key 'train.learning_rate': empty list"),
     (["--grid", "train.learning_rate=[]"], "grid key 'train.learning_rate': expected a non-empty list"),
     (["--grid", "train.learning_rate=1e-3,fast"], "--grid key 'train.learning_rate': 'fast' is not"),
@@ -39,10 +40,14 @@ from tests.tiny_data import tiny_dataset
     (["--grid", "loss.lambda_r=-0.2"], "grid key 'loss.lambda_r' value -0.2"),
     (["--grid", "loss.lambda_r=0.1,0.1"], "grid key 'loss.lambda_r': lists 0.1 more than once"),
     (["--grid", "train.learning_rate=-1e-3"], "grid key 'train.learning_rate' value -0.001"),
-    (["--grid", "model_hparams.dropout_prob=0.1,1.5"], "grid key 'model_hparams.dropout_prob' value 1.5: 1.5 must lie in"),
-    (["--config", "nfm_ml100k", "--grid", "model_hparams.reg_weight=0.1"], "unknown grid key 'model_hparams.reg_weight'"),
-    (["--grid-programs", "model_hparams.embedding_dim=8,2.5"], "grid_programs key 'model_hparams.embedding_dim' value 2.5"),
-    (["--grid", "loss.lambda_r=0.1", "--set", "lambda_sweep=[0.3,0.5]"], "grid key 'loss.lambda_r' and key 'lambda_sweep'"),
+    (["--grid", "model_hparams.dropout_prob=0.1,1.5"],
+     "grid key 'model_hparams.dropout_prob' value 1.5: 1.5 must lie in"),
+    (["--config", "nfm_ml100k", "--grid", "model_hparams.reg_weight=0.1"],
+     "unknown grid key 'model_hparams.reg_weight'"),
+    (["--grid-programs", "model_hparams.embedding_dim=8,2.5"],
+     "grid_programs key 'model_hparams.embedding_dim' value 2.5"),
+    (["--grid", "loss.lambda_r=0.1", "--set", "lambda_sweep=[0.3,0.5]"],
+     "grid key 'loss.lambda_r' and key 'lambda_sweep'"),
     (["--grid", "loss.lambda_r=0.1", "--variant", "orig"], "grid key 'loss.lambda_r' needs the smooth variant"),
     (["--grid", "train.learning_rate=1e-3", "--select-lambda"], "'select_lambda' (--select-lambda) cannot be combined"),
     (["--grid", "lambda_r"], "--grid 'lambda_r': expected KEY=VALUES"),
@@ -58,7 +63,8 @@ def test_bad_grids_stop_naming_the_key_and_create_no_run_directory(tmp_path, cap
 
 def test_toml_grid_tables_nested_or_dotted_and_a_key_given_twice(tmp_path):
     path = tmp_path / "grid.toml"
-    path.write_text('base = "dcnv2_ml100k"\n[grid]\n"loss.lambda_r" = [0.1, 0.5]\n[grid.train]\nlearning_rate = [1e-3, 5e-3]\n'
+    path.write_text('base = "dcnv2_ml100k"\n[grid]\n"loss.lambda_r" = [0.1, 0.5]\n'
+                    '[grid.train]\nlearning_rate = [1e-3, 5e-3]\n'
                     '[grid_programs.model_hparams]\nembedding_dim = [8, 16]\n')
     config = load_config(str(path))
     assert config["grid"] == {"loss.lambda_r": [0.1, 0.5], "train.learning_rate": [1e-3, 5e-3]}
@@ -126,7 +132,8 @@ def test_shape_changing_keys_are_programs_run_one_after_another(tmp_path):
     dataset = tiny_dataset()
     candidates = ranking_candidates(dataset, "test", 20, 0, "positive")
     config = validate(merge(tiny_config(epochs=1), {"seeds": [2020], "grid": {"loss.lambda_r": [0.3, 0.9]},
-                                                     "grid_programs": {"model_hparams.mlp_hidden_size": [[8], [16, 16]]}}))
+                                                     "grid_programs": {
+                                                         "model_hparams.mlp_hidden_size": [[8], [16, 16]]}}))
     records = run_grid(config, dataset, "smooth", tmp_path, candidates, progress=False)
     assert [(r["output"], r["point"]) for r in records] == [
         (f"smooth_p{i}", {"model_hparams.mlp_hidden_size": size, "loss.lambda_r": lam})
@@ -217,7 +224,8 @@ def test_report_table1_puts_smooth_at_the_chosen_lambda_beside_the_fixed_one():
               "smooth": {"members": [member(s, 0.7) for s in (1, 2, 3)]},
               "lambda_sweep": {"members": [member(s, lam) for lam in (0.1, 0.3) for s in (1, 2, 3)]}}
     selected = {"lambda_sweep": {"point": {"loss.lambda_r": 0.3},
-                                 "members": [{"output": "lambda_sweep", "member": f"seed{s}_lambda0.3"} for s in (1, 2, 3)]}}
+                                 "members": [{"output": "lambda_sweep", "member": f"seed{s}_lambda0.3"}
+                                             for s in (1, 2, 3)]}}
     run = {"config": {"model": "dcnv2", "dataset": "ml100k", "loss": {"lambda_r": 0.7}}, "finals": finals,
            "selected": selected}
     table = compare([run], ("auc",))

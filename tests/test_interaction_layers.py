@@ -44,27 +44,27 @@ def test_bi_interaction_is_the_sum_of_pairwise_products():
 
 def test_cross_network():
     x0, layers = normal(4, 6), 3
-    params = {f"w_{l}": normal(6, 6) for l in range(layers)} | {f"b_{l}": normal(6) for l in range(layers)}
+    params = {f"w_{i}": normal(6, 6) for i in range(layers)} | {f"b_{i}": normal(6) for i in range(layers)}
     expected = x0.astype(np.float64)
-    for l in range(layers):
-        expected = x0 * (expected @ params[f"w_{l}"] + params[f"b_{l}"]) + expected
+    for layer in range(layers):
+        expected = x0 * (expected @ params[f"w_{layer}"] + params[f"b_{layer}"]) + expected
     close(CrossNetwork(layers).apply({"params": params}, x0), expected)
 
 
 def test_mixed_cross_network():
     x0, layers, experts, rank = normal(4, 6), 2, 3, 2
     params = {"gate_kernel": normal(experts, 6, 1), "gate_bias": normal(experts)}
-    for l in range(layers):
-        params |= {f"u_{l}": normal(experts, rank, 6), f"v_{l}": normal(experts, 6, rank)}
-        params |= {f"c_{l}": normal(experts, rank, rank), f"b_{l}": normal(6)}
+    for layer in range(layers):
+        params |= {f"u_{layer}": normal(experts, rank, 6), f"v_{layer}": normal(experts, 6, rank)}
+        params |= {f"c_{layer}": normal(experts, rank, rank), f"b_{layer}": normal(6)}
     x = x0.astype(np.float64)
-    for l in range(layers):
+    for layer in range(layers):
         gate_logits = np.stack([x @ params["gate_kernel"][e, :, 0] + params["gate_bias"][e] for e in range(experts)], 1)
         gates = np.exp(gate_logits) / np.exp(gate_logits).sum(1, keepdims=True)
         update = np.zeros_like(x)
         for e in range(experts):
-            low = np.tanh(np.tanh(x @ params[f"v_{l}"][e]) @ params[f"c_{l}"][e])
-            update += gates[:, e : e + 1] * x0 * (low @ params[f"u_{l}"][e] + params[f"b_{l}"])
+            low = np.tanh(np.tanh(x @ params[f"v_{layer}"][e]) @ params[f"c_{layer}"][e])
+            update += gates[:, e : e + 1] * x0 * (low @ params[f"u_{layer}"][e] + params[f"b_{layer}"])
         x = x + update
     close(MixedCrossNetwork(layers, experts, rank).apply({"params": params}, x0), x)
 
@@ -114,7 +114,7 @@ def test_dcnv2_penalty_is_reg_weight_times_sum_of_cross_norms(mixed):
                         mlp_hidden_size=(4,), reg_weight=0.7)
     params = fill(zeros_like_model(model, random_features(SCHEMA, 2, RNG))["params"])
     names = ("u", "v", "c") if mixed else ("w",)
-    expected = 0.7 * sum(frobenius([params["cross"][f"{n}_{l}"]]) for n in names for l in range(3))
+    expected = 0.7 * sum(frobenius([params["cross"][f"{n}_{layer}"]]) for n in names for layer in range(3))
     close(model.penalty(params), expected)
 
 

@@ -36,15 +36,18 @@ def np_prob_jacobian(dz_de, z):
 
 def linear_model(k, rng):
     a, b = rng.normal(size=(F * D, k)), rng.normal(size=k)
-    apply_fn = lambda f, off: (f["e"] + off).reshape(off.shape[0], -1) @ a + b
-    hand = lambda e: (a, e.reshape(-1) @ a + b)  # (dz/de, z)
+    def apply_fn(f, off):
+        return (f["e"] + off).reshape(off.shape[0], -1) @ a + b
+    def hand(e):
+        return (a, e.reshape(-1) @ a + b)  # (dz/de, z)
     return apply_fn, hand
 
 
 def mlp_model(k, rng):
     w1, b1 = rng.normal(size=(F * D, 4)), rng.normal(size=4)
     w2, b2 = rng.normal(size=(4, k)), rng.normal(size=k)
-    apply_fn = lambda f, off: jnp.tanh((f["e"] + off).reshape(off.shape[0], -1) @ w1 + b1) @ w2 + b2
+    def apply_fn(f, off):
+        return jnp.tanh((f["e"] + off).reshape(off.shape[0], -1) @ w1 + b1) @ w2 + b2
 
     def hand(e):
         h = np.tanh(e.reshape(-1) @ w1 + b1)
@@ -61,7 +64,8 @@ def test_gradient_norms_match_hand_jacobian(build, k, aggregation, mode):
     apply_fn, hand = build(k, rng)
     feats = {"e": rng.normal(scale=0.5, size=(7, F, D))}
     with jax.enable_x64(True):
-        norms = lip.input_gradient_norms(apply_fn, feats, (F, D), 3, aggregation, chunk_size=3, mode=mode, dtype=jnp.float64)
+        norms = lip.input_gradient_norms(apply_fn, feats, (F, D), 3, aggregation, chunk_size=3, mode=mode,
+                                         dtype=jnp.float64)
     expected = [np.linalg.norm(np_click_gradient(*hand(e), 3, aggregation)) for e in feats["e"]]
     np.testing.assert_allclose(norms, expected, rtol=1e-9)
 
@@ -73,9 +77,12 @@ def test_spectral_norms_match_svd_and_finite_difference(build, k):
     apply_fn, hand = build(k, rng)
     feats = {"e": rng.normal(scale=0.5, size=(5, F, D))}
     with jax.enable_x64(True):
-        probs, probs_fd = lip.input_spectral_norms(apply_fn, feats, (F, D), "probs", num_iters=200, chunk_size=2, dtype=jnp.float64)
-        logits, logits_fd = lip.input_spectral_norms(apply_fn, feats, (F, D), "logits", num_iters=200, dtype=jnp.float64)
-    svd = lambda m: np.linalg.svd(m, compute_uv=False)[0]
+        probs, probs_fd = lip.input_spectral_norms(apply_fn, feats, (F, D), "probs", num_iters=200, chunk_size=2,
+                                                   dtype=jnp.float64)
+        logits, logits_fd = lip.input_spectral_norms(apply_fn, feats, (F, D), "logits", num_iters=200,
+                                                     dtype=jnp.float64)
+    def svd(m):
+        return np.linalg.svd(m, compute_uv=False)[0]
     expected_probs = [svd(np_prob_jacobian(*hand(e))) for e in feats["e"]]
     expected_logits = [svd(hand(e)[0]) for e in feats["e"]]
     np.testing.assert_allclose(probs, expected_probs, rtol=1e-6)
@@ -92,7 +99,9 @@ def test_widedeep_matches_batched_gradient():
     from lipctr.data.schema import Field, Schema
     from lipctr.models import build_model
 
-    schema = Schema((Field("user_id", "token", "inter", 6), Field("item_id", "token", "inter", 5), Field("genre", "token_seq", "item", 4, 3)))
+    schema = Schema((Field("user_id", "token", "inter", 6), Field("item_id", "token", "inter", 5), Field("genre",
+                                                                                                         "token_seq",
+                                                                                                         "item", 4, 3)))
     model = build_model("widedeep", schema, num_outputs=5, embedding_dim=4, mlp_hidden_size=(8,))
     rng = np.random.default_rng(3)
     feats = {
@@ -101,7 +110,8 @@ def test_widedeep_matches_batched_gradient():
         "genre": jnp.array(rng.integers(0, 4, (9, 3)), jnp.int32),
     }
     variables = model.init(jax.random.key(0), feats)
-    apply_fn = lambda f, off: model.apply(variables, f, deterministic=True, embedding_offset=off)
+    def apply_fn(f, off):
+        return model.apply(variables, f, deterministic=True, embedding_offset=off)
     table = lip.local_lipschitz(apply_fn, feats, (3, 4), num_iters=100, chunk_size=4)
     from lipctr.losses import click_probability
 

@@ -50,7 +50,8 @@ def fake_results(rng) -> list[dict]:
     results = []
     for model in ("dcnv2", "nfm"):
         for control, shift in (("orig", 0.0), ("smooth", 0.008), ("within_label", 0.004), ("aux_rating", 0.001)):
-            members = [{"seed": s, "auc": 0.78 + shift + 0.003 * rng.normal(), "logloss": 0.55 - shift + 0.002 * rng.normal()}
+            members = [{"seed": s, "auc": 0.78 + shift + 0.003 * rng.normal(),
+                        "logloss": 0.55 - shift + 0.002 * rng.normal()}
                        for s in seeds]
             results.append({"model": model, "control": control, "variant": "orig" if control == "orig" else "smooth",
                             "chosen": "default", "selection": {"default": 0.8}, "final": {"members": members},
@@ -75,9 +76,11 @@ def test_mechanism_table_and_forest_intervals_equal_a_direct_paired_t():
                 assert (row[key], row[f"{key}_low"], row[f"{key}_high"]) == pytest.approx((mean, low, high), abs=1e-12)
                 if p is not None:
                     assert row[f"{key}_p"] == pytest.approx(p, rel=1e-6)
-    assert table["lipschitz_mean"].iloc[0] == 1.5 and table["auc_drop_pct"].iloc[0] == pytest.approx(100 * (0.8 - 0.72) / 0.8)
+    assert table["lipschitz_mean"].iloc[0] == 1.5
+    assert table["auc_drop_pct"].iloc[0] == pytest.approx(100 * (0.8 - 0.72) / 0.8)
     rows = forest_rows(table)
-    assert list(rows["label"]) == [f"{m} {c}" for m in ("dcnv2", "nfm") for c in ("smooth", "within_label", "aux_rating")]
+    controls_shown = ("smooth", "within_label", "aux_rating")
+    assert list(rows["label"]) == [f"{m} {c}" for m in ("dcnv2", "nfm") for c in controls_shown]
     fig = forest_figure(rows, "test")
     bars = fig.axes[0].containers[0].lines[2][0].get_segments()  # the drawn horizontal intervals, top row first
     drawn = sorted((float(s[0][1]), float(s[0][0]), float(s[1][0])) for s in bars)
@@ -109,7 +112,8 @@ def test_study_report_compare_has_the_paired_interval():
 def test_control_registry_and_selection():
     known = controls()
     assert list(known)[:2] == ["orig", "smooth"]
-    assert known["scalar_side"].only == ("widedeep", "xdeepfm", "autoint", "deepfm")  # the backbones with scalar side branches
+    assert known["scalar_side"].only == ("widedeep", "xdeepfm", "autoint",
+                                         "deepfm")  # the backbones with scalar side branches
     assert known["scale_penalty_off"].only == ("xdeepfm", "dcnv2", "eulernet", "dcn")  # those with their own L2 term
     assert not known["scalar_side"].applies_to("dcnv2") and known["aux_rating"].applies_to("dcnv2")
     assert [c.name for c in choose("aux_rating,classes3")] == ["orig", "smooth", "classes3", "aux_rating"]

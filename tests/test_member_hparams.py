@@ -163,14 +163,14 @@ def test_every_backbones_rates_and_reg_weight_follow_the_members_values(model, d
         model_state = {k: v for k, v in params_and_state.items() if k != "params"}
 
         def loss(net):
-            value, _ = loss_fn(net, LossConfig(lambda_r=0.5), variables["params"], model_state, batch,
+            value, _ = loss_fn(net, LossConfig(lambda_r=0.5), variables["params"], model_state, batch,  # noqa: B023 (called within its iteration)
                                jnp.ones(64), jax.random.key(5))
             return value
 
-        traced = jax.jit(jax.vmap(lambda v: loss(member_model(base, {field: v}))))(jnp.float32(values))
+        traced = jax.jit(jax.vmap(lambda v: loss(member_model(base, {field: v}))))(jnp.float32(values))  # noqa: B023 (called within its iteration)
         for value, got in zip(values, np.asarray(traced)):
             static_value = (value,) * 3 if field == "dropout_probs" else value
-            want = jax.jit(lambda: loss(build_model(model, ds.schema, 5, **{**small, field: static_value})))()
+            want = jax.jit(lambda: loss(build_model(model, ds.schema, 5, **{**small, field: static_value})))()  # noqa: B023 (called within its iteration)
             np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6, err_msg=f"{model}.{field}={value}")
         assert abs(traced[0] - traced[1]) > 1e-4, f"{model}.{field}: the value had no effect"
 
@@ -198,7 +198,7 @@ def test_members_take_their_own_adamw_steps(data):
 
     steps = []
     for i, (rate, decay) in enumerate(zip(rates, decays)):
-        params = jax.tree.map(lambda x: jnp.asarray(x[i]), before)
+        params = jax.tree.map(lambda x: jnp.asarray(x[i]), before)  # noqa: B023 (called within its iteration)
         grads = gradient(params, jax.random.wrap_key_data(jnp.asarray(keys[i])))
         tx = optax.adamw(rate, weight_decay=decay)  # applied eagerly, outside any lipctr program
         updates, _ = tx.update(grads, tx.init(params), params)

@@ -279,7 +279,8 @@ def tiny_dataset(seed=0):
     per_user = {1: 8, 2: 12, 3: 5, 4: 15, 5: 25}
     pairs = [(u, i) for u, k in per_user.items() for i in rng.choice(np.arange(1, NUM_ITEMS), k, False)]
     pairs = np.array(pairs)[rng.permutation(len(pairs))]
-    user_features = {"user_id": np.arange(NUM_USERS, dtype=np.int32), "age": rng.integers(0, 4, NUM_USERS).astype(np.int32)}
+    user_features = {"user_id": np.arange(NUM_USERS, dtype=np.int32), "age": rng.integers(0, 4,
+                                                                                          NUM_USERS).astype(np.int32)}
     item_features = {
         "item_id": np.arange(NUM_ITEMS, dtype=np.int32),
         "genre": rng.integers(0, 8, (NUM_ITEMS, 3)).astype(np.int32),

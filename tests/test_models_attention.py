@@ -369,7 +369,8 @@ def test_eulernet_penalty_is_weighted_sum_of_unsquared_norms():
     np.testing.assert_allclose(model.penalty(variables["params"]), want, rtol=1e-5)
     grads = jax.jit(jax.grad(model.penalty))(variables["params"])
     assert all(np.all(g == 0) for g in jax.tree.leaves(grads["embedding"]))
-    for g, leaf in zip(jax.tree.leaves([grads[n] for n in ("euler_0", "euler_1", "mu", "reg")]), jax.tree.leaves(covered)):
+    for g, leaf in zip(jax.tree.leaves([grads[n] for n in ("euler_0", "euler_1", "mu", "reg")]),
+                       jax.tree.leaves(covered)):
         norm = np.sqrt((leaf**2).sum())
         want_grad = 0.01 * leaf / norm if norm > 0 else np.zeros_like(leaf)  # zero-init biases: 0, not NaN
         np.testing.assert_allclose(g, want_grad, rtol=1e-4, atol=1e-7)
@@ -393,6 +394,7 @@ def test_default_hparams_are_the_authors_ml1m_settings():
         embedding_dim=16, attention_size=8, n_layers=3, num_heads=2, dropout_probs=(0.2, 0.2, 0.2),
         mlp_hidden_size=(256, 256, 256), has_residual=False,
         scalar_side_branches=False,  # the mechanism study's switch to the authors' width-1 side branch
+        first_order_pooling="mean",  # a token_seq field's first-order weights ("sum": RecBole's)
     )
     assert default_hparams("fignn") == dict(
         embedding_dim=16, attention_size=8, n_layers=2, num_heads=2, attn_dropout_prob=0.2,

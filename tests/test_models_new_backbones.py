@@ -58,7 +58,8 @@ def np_batch_norm(p, stats, x, axis=-1):
     """Inference batch-norm with the running statistics (flax names)."""
     shape = [1] * x.ndim
     shape[axis] = -1
-    r = lambda a: np.asarray(a, np.float64).reshape(shape)
+    def r(a):
+        return np.asarray(a, np.float64).reshape(shape)
     return (x - r(stats["mean"])) / np.sqrt(r(stats["var"]) + 1e-5) * r(p["scale"]) + r(p["bias"])
 
 
@@ -299,8 +300,10 @@ def closed_form(name: str, k: int, vocab: list[int], scalar: bool = False) -> in
     registry defaults on a schema with these vocabularies (every field a token / token_seq)."""
     d, f = 16, len(vocab)
     emb, D = d * sum(vocab), d * f
-    dense = lambda i, o: i * o + o
-    mlp = lambda sizes: sum(dense(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+    def dense(i, o):
+        return i * o + o
+    def mlp(sizes):
+        return sum(dense(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
     if name == "deepfm":  # RecBole: embeddings, first-order (K), MLP, deep predict layer; + FM readout [d, K]
         side = 1 if scalar else k
         return emb + sum(vocab) * side + side + mlp([D, 128, 128, 128]) + dense(128, k) + (0 if scalar else d * k)
@@ -421,7 +424,7 @@ def test_dcnv3_tri_bce_trains_under_jit_with_batch_norm_and_the_rating_head():
         variables = model.init(jax.random.key(0), features)
         state = {"batch_stats": variables["batch_stats"]}
         tx = optax.adam(1e-3)
-        step = jax.jit(lambda p, s, o: train_step(model, LossConfig(lambda_r=0.5), tx, p, s, o, batch, jnp.ones(B),
+        step = jax.jit(lambda p, s, o: train_step(model, LossConfig(lambda_r=0.5), tx, p, s, o, batch, jnp.ones(B),  # noqa: B023 (called within its iteration)
                                                   jax.random.key(1)))
         _, new_state, _, loss, g = step(variables["params"], state, tx.init(variables["params"]))
         assert set(new_state) == {"batch_stats"} and np.isfinite(float(loss))

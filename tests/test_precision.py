@@ -26,7 +26,8 @@ def setup(name):
 
 
 def loss_and_grads(model, params, state, data, dtype):
-    fn = lambda p: loss_fn(model, LOSS, p, state, data, jnp.ones(len(data["label"])), jax.random.key(7), dtype)[0]
+    def fn(p):
+        return loss_fn(model, LOSS, p, state, data, jnp.ones(len(data["label"])), jax.random.key(7), dtype)[0]
     return jax.jit(jax.value_and_grad(fn))(params)
 
 
@@ -54,7 +55,8 @@ def test_bf16_really_runs_the_matmuls_in_bf16_and_fp32_is_untouched():
     weight = jnp.ones(len(data["label"]))
 
     def dot_input_dtypes(dtype):
-        jaxpr = jax.make_jaxpr(lambda p: loss_fn(model, LOSS, p, state, data, weight, jax.random.key(7), dtype)[0])(params)
+        jaxpr = jax.make_jaxpr(lambda p: loss_fn(model, LOSS, p, state, data, weight, jax.random.key(7),
+                                                 dtype)[0])(params)
         return {str(v.aval.dtype) for eqn in jaxpr.eqns if eqn.primitive.name == "dot_general" for v in eqn.invars}
 
     assert dot_input_dtypes("bfloat16") == {"bfloat16"}
@@ -87,5 +89,6 @@ def test_config_names_the_key_of_a_bad_compute_dtype():
 
     config = named_config("dcnv2_ml100k")
     config["train"]["compute_dtype"] = "fp16"
-    with pytest.raises(ConfigError, match=r"my.toml: key 'train.compute_dtype' must be one of float32, bfloat16, got 'fp16'"):
+    with pytest.raises(ConfigError,
+                       match=r"my.toml: key 'train.compute_dtype' must be one of float32, bfloat16, got 'fp16'"):
         validate(config, source="my.toml")

@@ -65,6 +65,7 @@ def test_dropout_gradient_equals_flax_dropout_gradient():
     rngs = {"dropout": jax.random.key(12)}
 
     def grad_of(module):
-        return jax.jit(jax.grad(lambda v: jnp.sum(jnp.tanh(module.apply({}, v, deterministic=False, rngs=rngs)) ** 2)))(x)
+        return jax.jit(jax.grad(lambda v: jnp.sum(jnp.tanh(module.apply({}, v, deterministic=False,
+                                                                        rngs=rngs)) ** 2)))(x)
 
     np.testing.assert_array_equal(np.asarray(grad_of(Dropout(0.4))), np.asarray(grad_of(nn.Dropout(0.4))))

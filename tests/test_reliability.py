@@ -84,7 +84,8 @@ def cli_cases(t: Path):
     run = str(t / "run")
     return [
         ("predict --out = --pairs", predict.main, [run, "--pairs", str(t / "p.csv"), "--out", str(t / "p.csv")]),
-        ("predict --out = link to --pairs", predict.main, [run, "--pairs", str(t / "p.csv"), "--out", str(t / "link.csv")]),
+        ("predict --out = link to --pairs", predict.main, [run, "--pairs", str(t / "p.csv"), "--out",
+                                                           str(t / "link.csv")]),
         ("predict --pairs link, --out its target", predict.main,
          [run, "--pairs", str(t / "link.csv"), "--out", str(t / "p.csv")]),
         ("predict --out = --users-file", predict.main,
@@ -126,7 +127,8 @@ def test_every_cli_refuses_an_output_aimed_at_its_inputs(inputs, capsys):
 
 def test_data_without_negatives_is_refused_before_any_run_directory(tmp_path, capsys):
     frame = write_ratings(tmp_path / "allpos", ratings=(4, 6))
-    line = one_error(capsys, train_cli.main(own(tmp_path / "allpos", tmp_path / "runs", "--set", "eval.num_negatives=1")))
+    line = one_error(capsys, train_cli.main(own(tmp_path / "allpos", tmp_path / "runs", "--set",
+                                                "eval.num_negatives=1")))
     train = split_sizes(len(frame), (0.8, 0.1, 0.1))[0]
     assert "the train split has no negative" in line
     assert f"{train:,} of {train:,} have label 1" in line and "ratings: 4, 5" in line
@@ -200,7 +202,8 @@ def test_a_large_grid_is_refused_before_anything_is_loaded(tmp_path, capsys):
 
 def test_grid_member_count_against_the_product():
     config = load_config("dcnv2_ml100k")
-    config = {**config, "seeds": [1, 2, 3], "grid": {"train.learning_rate": [1e-3, 2e-3], "loss.lambda_r": [.1, .5, .9]},
+    config = {**config, "seeds": [1, 2, 3], "grid": {"train.learning_rate": [1e-3, 2e-3], "loss.lambda_r": [.1, .5,
+                                                                                                            .9]},
               "grid_programs": {"model_hparams.embedding_dim": [8, 16]}}
     assert grid_members(config) == {"orig": 2 * 2 * 3, "smooth": 2 * 3 * 2 * 3}
     check_grid_size(config, 36)

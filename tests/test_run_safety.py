@@ -162,7 +162,8 @@ def test_resume_with_more_epochs_equals_the_longer_run(monkeypatch, capsys, long
     resumed = copy_of(unfinished=False)
     code, err = run(monkeypatch, capsys, ["--resume", str(resumed), "--epochs", "5", "--no-progress"])
     assert code == 0, err
-    assert "applied --epochs 5: max_epochs 3 -> 5" in err and "resuming orig from epoch 3 of 5, 4 members (2 stopped)" in err
+    assert "applied --epochs 5: max_epochs 3 -> 5" in err
+    assert "resuming orig from epoch 3 of 5, 4 members (2 stopped)" in err
     assert json.loads((resumed / "config.json").read_text())["train"]["max_epochs"] == 5
     final = json.loads((resumed / "orig" / "final.json").read_text())
     assert members(final) == members(long_final) and final["max_epochs"] == 5

@@ -77,9 +77,11 @@ def test_supremum_found_by_optimisation(n):
     """Projected gradient ascent of ||diag(p) - p p^T||_F over the simplex, from many random
     starts, never beats 1/2 and reaches it at p uniform on two classes; nor do random points."""
     with jax.enable_x64(True):
-        norm = lambda p: jnp.linalg.norm(jnp.diag(p) - jnp.outer(p, p))
+        def norm(p):
+            return jnp.linalg.norm(jnp.diag(p) - jnp.outer(p, p))
         grad = jax.vmap(jax.grad(norm))
-        step = lambda ps, _: (project_to_simplex(ps + 0.05 * grad(ps)), None)
+        def step(ps, _):
+            return (project_to_simplex(ps + 0.05 * grad(ps)), None)
         rng = np.random.default_rng(n)
         start = jnp.asarray(rng.dirichlet(np.ones(n), 64))
         ps, _ = jax.lax.scan(step, start, None, length=500)

@@ -87,11 +87,11 @@ def test_click_score_is_the_log_odds_of_click_probability():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda l, r: lipctr.scaled_supervision_loss(l, r, lambda_r=1.5), "lambda_r must lie in"),
-    (lambda l, r: lipctr.scaled_supervision_loss(l, r, lambda_r=0.5, threshold=5), "threshold must be an integer"),
-    (lambda l, r: lipctr.scaled_supervision_loss(l[0], r, lambda_r=0.5), "expected logits"),
-    (lambda l, r: lipctr.scaled_supervision_loss(l, r, r[:3], lambda_r=0.5), "labels must have the shape"),
-    (lambda l, r: lipctr.scaled_supervision_loss(l, r, lambda_r=0.5, aggregation="max"), "aggregation"),
+    (lambda z, r: lipctr.scaled_supervision_loss(z, r, lambda_r=1.5), "lambda_r must lie in"),
+    (lambda z, r: lipctr.scaled_supervision_loss(z, r, lambda_r=0.5, threshold=5), "threshold must be an integer"),
+    (lambda z, r: lipctr.scaled_supervision_loss(z[0], r, lambda_r=0.5), "expected logits"),
+    (lambda z, r: lipctr.scaled_supervision_loss(z, r, r[:3], lambda_r=0.5), "labels must have the shape"),
+    (lambda z, r: lipctr.scaled_supervision_loss(z, r, lambda_r=0.5, aggregation="max"), "aggregation"),
 ])
 def test_bad_arguments_name_what_was_expected(call, message):
     logits, ratings = map(jnp.asarray, _batch(6))
