@@ -2,15 +2,17 @@
 
     python -m experiments.compare_runs BASELINE_RUN OTHER_RUN [--metrics auc,logloss] [--csv out.csv]
 
-Both are run directories (runs/<config>/<timestamp>, or their committed run files: config.json
-and per output final.json + metrics.csv). The config keys that differ are printed first (e.g.
+Both are run directories (runs/<config>/<timestamp>, or their committed run files: config.json and
+per output final.json + metrics.csv). The config keys that differ are printed first (e.g.
 `train.compute_dtype: float32 -> bfloat16`); then, for every output both runs have (orig, smooth,
-lambda_sweep, ...), its members are paired by name (seed, lambda_r, grid point) and each test
-metric gets: the baseline's and the other's mean ± std over members, the paired difference
-other - baseline (mean, 95% confidence interval, two-sided paired t p), the largest |difference|
-of one member, and whether the mean difference lies within the baseline's seed std. The last
-column is the other's training seconds per epoch over the baseline's (timings as each run
-recorded them: a ratio only means something if both ran on the same quiet machine).
+lambda_sweep, ...), its members are paired by name (seed, lambda_r, grid point); where a run is a
+grid (selected.json), its validation-chosen point of that output is compared, paired by seed (e.g.
+a tuned learning rate against a baseline run). Each test metric gets: the baseline's and the
+other's mean ± std over members, the paired difference other - baseline (mean, 95% confidence
+interval, two-sided paired t p), the largest |difference| of one member, and whether the mean
+difference lies within the baseline's seed std. The last column is the other's training seconds
+per epoch over the baseline's (timings as each run recorded them: a ratio only means something if
+both ran on the same quiet machine).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 
 from experiments.configs.grid import flatten
 from experiments.report.stats import paired_difference
-from experiments.report.tables import markdown_table, read_run
+from experiments.report.tables import chosen_members, markdown_table, read_run
 from lipctr.io import OutputPathError, check_output, write_text_atomic
 
 
@@ -41,11 +43,16 @@ def _seed_std(values: np.ndarray) -> float:
     return float(values.std(ddof=1)) if values.size > 1 else float("nan")
 
 
-def paired_members(baseline: dict, other: dict) -> tuple[list[dict], list[dict]]:
-    """The members of two final.json that share a name, in the baseline's order."""
-    by_name = {m["member"]: m for m in other["members"]}
-    pairs = [(m, by_name[m["member"]]) for m in baseline["members"] if m["member"] in by_name]
+def paired_members(baseline: list[dict], other: list[dict], key: str = "member") -> tuple[list[dict], list[dict]]:
+    """The members of two member lists that share `key` (name, or seed), in the baseline's order."""
+    by_key = {m[key]: m for m in other}
+    pairs = [(m, by_key[m[key]]) for m in baseline if m[key] in by_key]
     return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def output_members(run: dict, output: str) -> list[dict]:
+    """An output's members: a grid run's validation-chosen point (selected.json), else all."""
+    return chosen_members(run, output) if output in run["selected"] else run["finals"][output]["members"]
 
 
 def compare_runs(baseline_dir: Path, other_dir: Path, metrics: list[str]) -> tuple[list[str], pd.DataFrame]:
@@ -59,7 +66,9 @@ def compare_runs(baseline_dir: Path, other_dir: Path, metrics: list[str]) -> tup
     rows = []
     for output in outputs:
         a_final, b_final = baseline["finals"][output], other["finals"][output]
-        a_members, b_members = paired_members(a_final, b_final)
+        grid = output in baseline["selected"] or output in other["selected"]  # a chosen point: pair by seed
+        a_members, b_members = paired_members(output_members(baseline, output), output_members(other, output),
+                                              "seed" if grid else "member")
         if not a_members:
             raise ValueError(f"{output}: no member name in common between {baseline_dir} and {other_dir}")
         a_seconds, b_seconds = a_final["timing"]["seconds_per_epoch"], b_final["timing"]["seconds_per_epoch"]

@@ -53,6 +53,24 @@ def test_members_are_paired_by_name_and_the_statistics_match_closed_forms(tmp_pa
     assert row["epoch_time_ratio"] == pytest.approx(1.5)
 
 
+def test_a_grid_run_is_compared_at_its_chosen_point_paired_by_seed(tmp_path):
+    """A tuned grid run (selected.json): only the chosen point's members count, paired by seed."""
+    base = [0.780, 0.790, 0.785]
+    a = write_run(tmp_path / "a", CONFIG, {"orig": (members(base), 2.0)})
+    grid = []
+    for rate, aucs in ((0.01, [0.70, 0.71, 0.72]), (0.1, [0.781, 0.793, 0.784])):
+        grid += [{"member": f"elr{rate:g}_seed{2020 + i}", "seed": 2020 + i, "auc": v, "logloss": 1 - v}
+                 for i, v in enumerate(aucs)]
+    b = write_run(tmp_path / "b", CONFIG, {"orig": (grid, 2.0)})
+    chosen = [{"output": "orig", "member": f"elr0.1_seed{2020 + i}"} for i in range(3)]
+    (b / "selected.json").write_text(json.dumps({"orig": {"point": {"train.embedding_learning_rate": 0.1},
+                                                          "members": chosen}}))
+    _, table = cr.compare_runs(a, b, ["auc"])
+    row = table.iloc[0]
+    assert row["members"] == 3
+    assert row["delta_mean"] == pytest.approx(np.mean(np.array([0.781, 0.793, 0.784]) - base), abs=1e-12)
+
+
 def test_a_shift_beyond_the_seed_noise_is_flagged(tmp_path):
     a = write_run(tmp_path / "a", CONFIG, {"orig": (members([0.780, 0.782, 0.781, 0.783]), 1.0)})
     b = write_run(tmp_path / "b", CONFIG, {"orig": (members([0.790, 0.793, 0.791, 0.792]), 1.0)})

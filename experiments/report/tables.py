@@ -35,7 +35,7 @@ def _per_seed(members: list[dict], metric: str) -> pd.Series:
 def _per_lambda(final: dict, lam: float) -> list[dict]:
     return [m for m in final["members"] if abs(m["lambda_r"] - lam) < 1e-9]
 
-def _chosen_members(run: dict, variant: str) -> list[dict]:
+def chosen_members(run: dict, variant: str) -> list[dict]:
     """The final.json records of the members of a grid's chosen point (selected.json)."""
     wanted = {(m["output"], m["member"]) for m in run["selected"][variant]["members"]}
     return [m for output, final in run["finals"].items() for m in final["members"] if (output, m["member"]) in wanted]
@@ -48,9 +48,9 @@ def comparisons(run: dict) -> list[dict]:
     found = []
     if config.get("grid") or config.get("grid_programs"):
         if {"orig", "smooth"} <= set(selected):
-            smooth = _chosen_members(run, "smooth")
+            smooth = chosen_members(run, "smooth")
             found.append({"lambda_r": smooth[0]["lambda_r"], "chosen_on": "validation (grid)",
-                          "orig": _chosen_members(run, "orig"), "smooth": smooth})
+                          "orig": chosen_members(run, "orig"), "smooth": smooth})
         return found
     if not {"orig", "smooth"} <= set(finals):
         return found
@@ -60,7 +60,7 @@ def comparisons(run: dict) -> list[dict]:
     if "lambda_sweep" in selected:
         chosen = selected["lambda_sweep"]["point"]["loss.lambda_r"]
         found.append({"lambda_r": chosen, "chosen_on": "validation", "orig": orig,
-                      "smooth": _chosen_members(run, "lambda_sweep")})
+                      "smooth": chosen_members(run, "lambda_sweep")})
     return found
 
 def compare(runs: list[dict], metric_names) -> pd.DataFrame:
