@@ -1,6 +1,9 @@
 """The training commands' one command line (experiments.cli): the same shared flags with the same
 help in experiments.main, experiments.mechanism and experiments.bandwidth; removed spellings refused
-with one line naming the new one; --print-config's TOML runs the identical config."""
+with one line naming the new one; --print-config's TOML runs the identical config; the committed
+example configs say their command, time and test AUC, and validate."""
+
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,8 @@ from lipctr.models import MODEL_NAMES
 
 SHARED = ["--config", "--set", "--seeds", "--epochs", "--models", "--runs-dir", "--resume", "--no-progress", "--mesh",
           "--print-config", "--data", "--format", "--inter", "--user", "--item", "--columns", "--field-types"]
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "experiments" / "configs" / "examples").glob("*.toml"))
 COMMANDS = {"main": (cli.main_parser, main, cli.parse_args), "mechanism": (study.parser, study.main, study.parse_args),
             "bandwidth": (sweep.parser, sweep.main, sweep.parse_args)}
 
@@ -99,3 +104,11 @@ def test_toml_writer_quotes_what_needs_quoting():
     assert tomllib.loads(text) == {"a": 1.5e-7, "b": [[1, 2], []], "c": {"x.y": "tab\there", "d": {"e": True}},
                                    "f": {}}
 
+
+def test_every_example_config_opens_with_its_command_time_and_auc_and_validates():
+    assert len(EXAMPLES) >= 4
+    for path in EXAMPLES:
+        head = path.read_text().split("\n\n")[0]
+        assert "python -m experiments.main --config experiments/configs/examples/" in head, path.name
+        assert "s on a 2-core CPU" in head and "test AUC" in head, path.name
+        load_config(str(path))  # raises ConfigError naming the key if it does not validate
