@@ -72,6 +72,7 @@ class AutoInt(CTRModel):
     mlp_hidden_size: tuple[int, ...] = (256, 256, 256)  # () drops the MLP branch
     has_residual: bool = False  # the authors' runs left it unset (False)
     scalar_side_branches: bool = False
+    first_order_pooling: str = "mean"  # a token_seq field's first-order weights: "mean", or "sum" as RecBole
 
     @nn.compact
     def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
@@ -95,5 +96,6 @@ class AutoInt(CTRModel):
                 emb.reshape(batch, -1), deterministic
             )
             logits = logits + prediction_layer(self.num_outputs, "deep_predict_layer")(deep)
-        linear = FirstOrderLinear(self.schema, self.num_outputs, name="first_order_linear")(features)
+        linear = FirstOrderLinear(self.schema, self.num_outputs, self.first_order_pooling,
+                                  name="first_order_linear")(features)
         return logits + linear  # [B, K]

@@ -28,19 +28,33 @@ xavier_normal = nn.initializers.xavier_normal()
 zeros = nn.initializers.zeros
 
 
-def pool_sequence(table: jax.Array, ids: jax.Array) -> jax.Array:
-    """Mean of table rows over the non-padding ids: ids [B, L] -> [B, width]."""
+POOLINGS = ("mean", "sum")  # how a token_seq field's rows are pooled (see `pool_sequence`)
+
+
+def check_first_order_pooling(pooling: str) -> None:
+    """ValueError (one line naming the hyper-parameter) unless `pooling` is one of POOLINGS."""
+    if not isinstance(pooling, str) or pooling not in POOLINGS:
+        raise ValueError(f"first_order_pooling must be one of {', '.join(map(repr, POOLINGS))} (how the first-order "
+                         f"term pools a token_seq field's weights), got {pooling!r}")
+
+
+def pool_sequence(table: jax.Array, ids: jax.Array, pooling: str = "mean") -> jax.Array:
+    """Mean ("mean") or sum ("sum") of table rows over the non-padding ids (id 0 is padding):
+    ids [B, L] -> [B, width]. A row of padding only pools to zeros."""
     mask = (ids != 0).astype(table.dtype)
     summed = jnp.einsum("bl,blw->bw", mask, table[ids])
+    if pooling == "sum":
+        return summed
     return summed / jnp.maximum(mask.sum(-1, keepdims=True), 1.0)
 
 
-def embed_field(table_or_vector: jax.Array, field: Field, values: jax.Array) -> jax.Array:
-    """One field's batch of values -> [B, width], from its table ([vocab, width]) or vector ([width])."""
+def embed_field(table_or_vector: jax.Array, field: Field, values: jax.Array, pooling: str = "mean") -> jax.Array:
+    """One field's batch of values -> [B, width], from its table ([vocab, width]) or vector ([width]);
+    a token_seq field's rows pooled by `pooling` ("mean" or "sum", `pool_sequence`)."""
     if field.kind == "token":
         return table_or_vector[values]
     if field.kind == "token_seq":
-        return pool_sequence(table_or_vector, values)
+        return pool_sequence(table_or_vector, values, pooling)
     if field.kind == "float":
         return values[:, None].astype(table_or_vector.dtype) * table_or_vector
     raise ValueError(f"field {field.name!r} has unknown kind {field.kind!r}")
@@ -58,10 +72,13 @@ class FieldTables(nn.Module):
 
     Initialised xavier-normal as RecBole's concatenated tables are: std sqrt(2 / (rows + width))
     with rows = `table_rows` (so a 3-id field such as gender starts as small as user_id).
+    A token_seq field's rows are pooled over its non-padding ids by `pooling`: "mean" (the field
+    embeddings, RecBole's and FuxiCTR's) or "sum".
     """
 
     schema: Schema
     width: int
+    pooling: str = "mean"
 
     @nn.compact
     def __call__(self, features: dict[str, jax.Array]) -> jax.Array:
@@ -72,7 +89,7 @@ class FieldTables(nn.Module):
                 param = self.param(field.name, init, (self.width,))
             else:
                 param = nn.Embed(field.vocab_size, self.width, embedding_init=init, name=field.name).embedding
-            outputs.append(embed_field(param, field, features[field.name]))
+            outputs.append(embed_field(param, field, features[field.name], self.pooling))
         return jnp.stack(outputs, axis=1)
 
 
@@ -92,14 +109,21 @@ class FirstOrderLinear(nn.Module):
 
     Returns [B, K]; K = num_outputs, so that under the rating head the linear part has one
     output per rating (a scalar broadcast to all logits would cancel in the softmax).
+
+    `pooling` (the backbones' `first_order_pooling` hyper-parameter) is how a token_seq field's
+    weights combine over its non-padding ids: "mean" (the default; FuxiCTR mean-pools sequence
+    features) or "sum" (RecBole 1.2.1's FMFirstOrderLinear, the authors' code base). The two
+    differ only on token_seq fields; the parameters (names, shapes, initialisation) are the same.
     """
 
     schema: Schema
     num_outputs: int = 1
+    pooling: str = "mean"
 
     @nn.compact
     def __call__(self, features: dict[str, jax.Array]) -> jax.Array:
-        per_field = FieldTables(self.schema, self.num_outputs, name="weights")(features)
+        check_first_order_pooling(self.pooling)
+        per_field = FieldTables(self.schema, self.num_outputs, self.pooling, name="weights")(features)
         bias = self.param("bias", zeros, (self.num_outputs,))
         return per_field.sum(axis=1) + bias
 

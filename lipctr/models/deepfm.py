@@ -25,6 +25,7 @@ class DeepFM(CTRModel):
     mlp_hidden_size: tuple[int, ...] = (128, 128, 128)
     dropout_prob: float = 0.2
     scalar_side_branches: bool = False
+    first_order_pooling: str = "mean"  # a token_seq field's first-order weights: "mean", or "sum" as RecBole
 
     @nn.compact
     def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
@@ -37,5 +38,6 @@ class DeepFM(CTRModel):
             fm = pairs @ weights.astype(pairs.dtype)  # [B, K]
         hidden = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(emb.reshape(emb.shape[0], -1), deterministic)
         deep = prediction_layer(self.num_outputs, name="deep_output")(hidden)
-        linear = FirstOrderLinear(self.schema, self.side_outputs, name="first_order")(features)
+        first_order = FirstOrderLinear(self.schema, self.side_outputs, self.first_order_pooling, name="first_order")
+        linear = first_order(features)
         return linear + fm + deep  # [B, K]

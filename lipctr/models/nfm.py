@@ -24,6 +24,7 @@ class NFM(CTRModel):
 
     mlp_hidden_size: tuple[int, ...] = (512, 512, 512)
     dropout_prob: float = 0.5
+    first_order_pooling: str = "mean"  # a token_seq field's first-order weights: "mean", or "sum" as RecBole
 
     @nn.compact
     def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
@@ -35,4 +36,5 @@ class NFM(CTRModel):
             pooled, deterministic
         )
         deep = nn.Dense(self.num_outputs, use_bias=False, kernel_init=xavier_normal, name="prediction")(hidden)
-        return deep + FirstOrderLinear(self.schema, self.num_outputs, name="first_order")(features)  # [B, K]
+        linear = FirstOrderLinear(self.schema, self.num_outputs, self.first_order_pooling, name="first_order")
+        return deep + linear(features)  # [B, K]

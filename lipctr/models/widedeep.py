@@ -17,6 +17,7 @@ class WideDeep(CTRModel):
     mlp_hidden_size: tuple[int, ...] = (128, 128, 128)
     dropout_prob: float = 0.2
     scalar_side_branches: bool = False
+    first_order_pooling: str = "mean"  # a token_seq field's first-order weights: "mean", or "sum" as RecBole
 
     @nn.compact
     def __call__(self, features, *, deterministic: bool = True, embedding_offset=None):
@@ -24,5 +25,5 @@ class WideDeep(CTRModel):
         deep = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(
             emb.reshape(emb.shape[0], -1), deterministic
         )
-        wide = FirstOrderLinear(self.schema, self.side_outputs, name="wide")(features)
+        wide = FirstOrderLinear(self.schema, self.side_outputs, self.first_order_pooling, name="wide")(features)
         return wide + prediction_layer(self.num_outputs)(deep)  # [B, K]

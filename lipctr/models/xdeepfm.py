@@ -112,6 +112,7 @@ class XDeepFM(CTRModel):
     reg_weight: float = 5e-4
     direct: bool = False
     scalar_side_branches: bool = False
+    first_order_pooling: str = "mean"  # a token_seq field's first-order weights: "mean", or "sum" as RecBole
 
     def _check(self) -> None:
         if not self.cin_layer_size:
@@ -132,7 +133,8 @@ class XDeepFM(CTRModel):
         hidden = MLP(self.mlp_hidden_size, self.dropout_prob, name="mlp")(emb.reshape(emb.shape[0], -1), deterministic)
         hidden = Dropout(self.dropout_prob)(hidden, deterministic)
         dnn_logits = prediction_layer(self.num_outputs, name="dnn_output")(hidden)
-        linear = FirstOrderLinear(self.schema, self.side_outputs, name="first_order")(features)
+        first_order = FirstOrderLinear(self.schema, self.side_outputs, self.first_order_pooling, name="first_order")
+        linear = first_order(features)
         return linear + cin_logits + dnn_logits  # [B, K]
 
     def penalty(self, params) -> jax.Array:
