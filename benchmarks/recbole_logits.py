@@ -1,4 +1,5 @@
-"""Same weights, same logits: lipctr's DeepFM and DCN against RecBole 1.2.1's own models (issue 27, item 2).
+"""Same weights, same logits: lipctr's DeepFM, DCN, WideDeep and NFM against RecBole 1.2.1's own models
+(issue 27, item 2).
 
 lipctr's side (this process, lipctr's venv) builds each case with its `<model>_ml100k` config's
 hyper-parameters and a K = 1 (orig) head, initialises it, redraws every leaf that starts constant
@@ -9,21 +10,25 @@ torch + recbole 1.2.1, set up as `python -m benchmarks.vs_torch --help` says) bu
 model on the same atomic files with the same settings (`vs_torch.recbole_config`), maps every
 tensor in, lets RecBole's own dataset join the user / item features of the batch's (user, item)
 pairs, checks that they are the rows lipctr scored, and runs the eval-mode forward. Per case it
-prints max |RecBole logit - lipctr logit| over the batch, raw and after the one known definition
+prints max |RecBole logit - lipctr logit| over the batch, raw and after the first-order pooling
 gap (below); it exits 0 when the latter is <= --tol (1e-5) for every case, and says which cases
 have the same logits outright.
 
-The known gap: RecBole's first-order term (FMFirstOrderLinear) SUMS a token_seq field's weights
-over the sequence, where lipctr's FirstOrderLinear takes their MEAN over the non-padding ids (as
-both sides do for the field embeddings). On ML-100K that is the `class` (genre) field in
-DeepFM's first-order term; `first_order_pooling_gap` computes RecBole's minus lipctr's term per
-row, and the residual after it shows that nothing else differs. DCN has no first-order term.
+First-order pooling: RecBole's first-order term (FMFirstOrderLinear) SUMS a token_seq field's
+weights over the sequence (the non-padding ids). lipctr's FirstOrderLinear does what the
+backbones' `first_order_pooling` hyper-parameter says: "mean" (the default, as both sides pool
+the field embeddings) or "sum". The cases with a first-order term are built with
+--first-order-pooling, "sum" by default, so their logits are RecBole's outright; with "mean" the
+`class` (genre) field's term differs, `first_order_pooling_gap` computes RecBole's minus lipctr's
+term per row, and the residual after it shows that nothing else differs. DCN has no first-order term.
 
 Cases (K = 1):
   deepfm         the registry's DeepFM; its FM readout fm_weights [d, 1] (the d parameters RecBole
                  lacks) keeps its initial ones, with which it is RecBole's FM sum
   deepfm_scalar  scalar_side_branches=True: RecBole's parameter set exactly
   dcn            the registry's DCN
+  widedeep       the registry's WideDeep
+  nfm            the registry's NFM
 
 Tensor map, lipctr -> RecBole 1.2.1 (ids translated through the raw tokens, since each side numbers
 a field's tokens itself; RecBole keeps all token fields in one table at offsets, a token_seq field
@@ -32,16 +37,21 @@ dense kernel, the cross weights and the predict layer are re-ordered when it dif
   embedding/tables/<f>/embedding [V, d]     token_embedding_table.embedding.weight rows, or
                                             token_seq_embedding_table.<i>.weight
   first_order/weights/<f>/embedding [V, 1]  first_order_linear.{token_embedding_table.embedding,
-                                            token_seq_embedding_table.<i>}.weight
-  first_order/bias [1]                      first_order_linear.bias
+                                            token_seq_embedding_table.<i>}.weight (WideDeep: wide/...)
+  first_order/bias [1]                      first_order_linear.bias (WideDeep: wide/bias)
   mlp/Dense_<i>/kernel [in, out], bias      mlp_layers.mlp_layers.<j>.weight [out, in] (transposed), bias
   mlp/BatchNorm_<i>/scale, bias; batch_stats mean, var
                                             mlp_layers.mlp_layers.<j>.weight, bias, running_mean, running_var
   deep_output/kernel [128, 1], bias         deep_predict_layer.weight [1, 128], bias (DeepFM)
+  prediction/kernel [128, 1], bias          deep_predict_layer.weight [1, 128], bias (WideDeep)
   cross/w_<l>, b_<l> [F * d]                cross_layer_w.<l>, cross_layer_b.<l> (DCN)
   prediction/kernel [F * d + 256, 1], bias  predict_layer.weight [1, F * d + 256], bias (DCN)
+  prediction/kernel [512, 1]                predict_layer.weight [1, 512] (NFM, no bias)
+  bi_batch_norm/scale, bias; batch_stats mean, var
+                                            bn.weight, bias, running_mean, running_var (NFM)
 
     python -m benchmarks.recbole_logits --torch-python /work/venv-bench/bin/python
+    python -m benchmarks.recbole_logits --torch-python /work/venv-bench/bin/python --first-order-pooling mean
 """
 
 from __future__ import annotations
@@ -58,7 +68,10 @@ import numpy as np
 from lipctr.io import OutputPathError, check_output
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = {"deepfm": ("deepfm", {}), "deepfm_scalar": ("deepfm", {"scalar_side_branches": True}), "dcn": ("dcn", {})}
+CASES = {"deepfm": ("deepfm", {}), "deepfm_scalar": ("deepfm", {"scalar_side_branches": True}), "dcn": ("dcn", {}),
+         "widedeep": ("widedeep", {}), "nfm": ("nfm", {})}
+POOLINGS = ("sum", "mean")  # --first-order-pooling: "sum" is RecBole's FMFirstOrderLinear
+FIRST_ORDER = ("first_order", "wide")  # lipctr's first-order module, by backbone (WideDeep: "wide")
 KEEP = ("fm_weights",)  # leaves kept as initialised (RecBole has no such parameter)
 PAD = "[PAD]"  # the raw token of id 0 written for every field (RecBole's own name for it)
 
@@ -111,20 +124,31 @@ def field_tokens(dataset, field) -> np.ndarray:
     return np.asarray([PAD, *tokens], dtype=str)
 
 
-def export_case(case: str, dataset, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+def case_hparams(case: str, pooling: str = "sum") -> tuple[str, dict]:
+    """(model name, the hyper-parameters beyond its `<model>_ml100k` config's) of a case;
+    first_order_pooling = `pooling` for a backbone that has a first-order term."""
+    from lipctr.models import default_hparams
+
+    model_name, extra = CASES[case]
+    has_first_order = "first_order_pooling" in default_hparams(model_name)
+    return model_name, {**extra, **({"first_order_pooling": pooling} if has_first_order else {})}
+
+
+def export_case(case: str, dataset, rows: int, seed: int = 0, pooling: str = "sum") -> dict[str, np.ndarray]:
     """Everything the reference needs for one case, as named arrays:
     params/<path>, batch_stats/<path>     the model's variables (float32, lipctr's shapes)
     features/<field>                       `rows` test rows, lipctr's ids: int32 [B] or [B, L]
     tokens/<field>                         raw token of each id, str [V] (token / token_seq fields)
     logits                                 lipctr's eval-mode logits, float32 [B]
     fields                                 the schema's field names in order, str [F]
+    first_order_pooling                    the model's first_order_pooling, str [] ("" without one)
     """
     import jax
 
     from experiments.configs import named_config
     from lipctr.models import build_model
 
-    model_name, extra = CASES[case]
+    model_name, extra = case_hparams(case, pooling)
     hparams = {**named_config(f"{model_name}_ml100k")["model_hparams"], **extra}
     model = build_model(model_name, dataset.schema, 1, **hparams)
     features = {name: np.asarray(values[:rows]) for name, values in dataset.test.features.items()}
@@ -138,16 +162,27 @@ def export_case(case: str, dataset, rows: int, seed: int = 0) -> dict[str, np.nd
         **{f"tokens/{f.name}": field_tokens(dataset, f) for f in dataset.schema.fields if f.kind != "float"},
         "logits": logits[:, 0].astype(np.float32),
         "fields": np.asarray(dataset.schema.names, dtype=str),
+        "first_order_pooling": np.asarray(extra.get("first_order_pooling", ""), dtype=str),
     }
+
+
+def first_order_prefix(arrays: dict[str, np.ndarray]) -> str | None:
+    """"params/<module>" of lipctr's first-order term in the exported arrays; None without one (DCN)."""
+    found = [f"params/{m}" for m in FIRST_ORDER if f"params/{m}/bias" in arrays]
+    return found[0] if found else None
 
 
 def first_order_pooling_gap(arrays: dict[str, np.ndarray]) -> np.ndarray:
     """RecBole's first-order term minus lipctr's, [B]: for each token_seq field RecBole's
-    FMFirstOrderLinear SUMS the field's weights over the sequence, lipctr's FirstOrderLinear (as
-    its field embeddings, and as RecBole's embeddings) takes their MEAN over the non-padding ids."""
+    FMFirstOrderLinear SUMS the field's weights over the non-padding ids; lipctr's FirstOrderLinear
+    does too under first_order_pooling "sum" (gap 0), and takes their MEAN under "mean" (as both
+    sides pool the field embeddings)."""
     gap = np.zeros(arrays["logits"].shape, np.float64)
+    prefix = first_order_prefix(arrays)
+    if prefix is None or str(arrays.get("first_order_pooling", "mean")) == "sum":
+        return gap
     for name in arrays["fields"]:
-        weights = arrays.get(f"params/first_order/weights/{name}/embedding")
+        weights = arrays.get(f"{prefix}/weights/{name}/embedding")
         ids = arrays[f"features/{name}"]
         if weights is None or ids.ndim != 2:
             continue
@@ -196,29 +231,31 @@ def recbole_state(network, arrays: dict[str, np.ndarray], lip_of_rb: dict[str, n
     order = flat_order(rb_fields, lip_fields, dim)
     width = len(rb_fields) * dim
     state = {}
-    for table, prefix in (("", "params/embedding/tables"), ("first_order_linear.", "params/first_order/weights")):
+    first_order = first_order_prefix(arrays)  # None: DCN (RecBole builds a first-order term and never calls it)
+    for table, prefix in (("", "params/embedding/tables"), ("first_order_linear.", f"{first_order}/weights")):
         if f"{prefix}/{lip_fields[0]}/embedding" not in arrays:
-            continue  # DCN: no first-order term (RecBole builds one and never calls it)
+            continue
         state[f"{table}token_embedding_table.embedding.weight"] = tables(prefix, network.token_field_names)
         for i, name in enumerate(network.token_seq_field_names):
             state[f"{table}token_seq_embedding_table.{i}.weight"] = tables(prefix, [name])
-    if "params/first_order/bias" in arrays:
-        state["first_order_linear.bias"] = take("params/first_order/bias")
+    if first_order is not None:
+        state["first_order_linear.bias"] = take(f"{first_order}/bias")
     modules = network.mlp_layers.mlp_layers
     linears = [i for i, m in enumerate(modules) if isinstance(m, torch.nn.Linear)]
     norms = [i for i, m in enumerate(modules) if isinstance(m, torch.nn.BatchNorm1d)]
     for n, i in enumerate(linears):
-        kernel = take(f"params/mlp/Dense_{n}/kernel")
-        state[f"mlp_layers.mlp_layers.{i}.weight"] = (kernel[order] if n == 0 else kernel).T
+        kernel = take(f"params/mlp/Dense_{n}/kernel")  # the flat embeddings' rows re-ordered (NFM's: [d, .])
+        state[f"mlp_layers.mlp_layers.{i}.weight"] = (kernel[order] if n == 0 and len(kernel) == width else kernel).T
         state[f"mlp_layers.mlp_layers.{i}.bias"] = take(f"params/mlp/Dense_{n}/bias")
     for n, i in enumerate(norms):
         for rb_name, lip_name in (("weight", "params/mlp/BatchNorm_{}/scale"), ("bias", "params/mlp/BatchNorm_{}/bias"),
                                   ("running_mean", "batch_stats/mlp/BatchNorm_{}/mean"),
                                   ("running_var", "batch_stats/mlp/BatchNorm_{}/var")):
             state[f"mlp_layers.mlp_layers.{i}.{rb_name}"] = take(lip_name.format(n))
-    if hasattr(network, "deep_predict_layer"):  # DeepFM
-        state["deep_predict_layer.weight"] = take("params/deep_output/kernel").T
-        state["deep_predict_layer.bias"] = take("params/deep_output/bias")
+    if hasattr(network, "deep_predict_layer"):  # DeepFM (deep_output), WideDeep (prediction)
+        layer = "params/deep_output" if "params/deep_output/kernel" in arrays else "params/prediction"
+        state["deep_predict_layer.weight"] = take(f"{layer}/kernel").T
+        state["deep_predict_layer.bias"] = take(f"{layer}/bias")
     if hasattr(network, "cross_layer_w"):  # DCN
         for layer in range(network.cross_layer_num):
             state[f"cross_layer_w.{layer}"] = take(f"params/cross/w_{layer}")[order]
@@ -226,6 +263,13 @@ def recbole_state(network, arrays: dict[str, np.ndarray], lip_of_rb: dict[str, n
         kernel = take("params/prediction/kernel")
         state["predict_layer.weight"] = np.concatenate([kernel[:width][order], kernel[width:]]).T
         state["predict_layer.bias"] = take("params/prediction/bias")
+    elif hasattr(network, "predict_layer"):  # NFM: bias-free, on the MLP's output
+        state["predict_layer.weight"] = take("params/prediction/kernel").T
+    if hasattr(network, "bn"):  # NFM: batch-norm of the bi-interaction vector
+        for rb_name, lip_name in (("weight", "params/bi_batch_norm/scale"), ("bias", "params/bi_batch_norm/bias"),
+                                  ("running_mean", "batch_stats/bi_batch_norm/mean"),
+                                  ("running_var", "batch_stats/bi_batch_norm/var")):
+            state[f"bn.{rb_name}"] = take(lip_name)
     if "params/fm_weights" in arrays:  # DeepFM's FM readout: RecBole's FM only while every weight is 1
         if not np.all(take("params/fm_weights") == 1.0):
             raise ValueError("fm_weights differ from 1: RecBole's FM has no readout weights")
@@ -276,11 +320,12 @@ def reference_logits(npz: str, settings: dict) -> dict:
 
 
 def compare(case: str, arrays: dict[str, np.ndarray], reference: dict, tol: float) -> dict:
-    """max |RecBole - lipctr| over the batch, raw and after the known first-order pooling gap."""
+    """max |RecBole - lipctr| over the batch, raw and after the first-order pooling gap (0 under "sum")."""
     diff = np.asarray(reference["logits"], np.float64) - arrays["logits"].astype(np.float64)
     residual = diff - first_order_pooling_gap(arrays)
     raw, explained = float(np.abs(diff).max()), float(np.abs(residual).max())
-    return {"case": case, "rows": int(diff.size), "max_abs_diff": raw, "max_abs_diff_after_known_gap": explained,
+    return {"case": case, "rows": int(diff.size), "first_order_pooling": str(arrays.get("first_order_pooling", "")),
+            "max_abs_diff": raw, "max_abs_diff_after_known_gap": explained,
             "max_abs_logit": float(np.abs(arrays["logits"]).max()), "passed": explained <= tol,
             "same_logits": raw <= tol, "torch": reference["torch"], "unused_lipctr": reference["unused_lipctr"],
             "unfilled_recbole": reference["unfilled_recbole"]}
@@ -290,20 +335,23 @@ def check_case(case: str, dataset, args) -> dict:
     """Export lipctr's side of `case`, run RecBole's in the bench venv, compare."""
     from benchmarks.vs_torch import recbole_config, run_worker
 
-    arrays = export_case(case, dataset, args.rows, args.seed)
+    arrays = export_case(case, dataset, args.rows, args.seed, args.first_order_pooling)
     with tempfile.TemporaryDirectory(prefix="recbole-logits-") as folder:
         npz = str(Path(folder) / f"{case}.npz")
         np.savez(npz, **arrays)
         settings = recbole_config(CASES[case][0], args.data, args.seed)
+        settings.pop("first_order_pooling", None)  # lipctr's switch; RecBole's term always sums
         reference = run_worker(args.torch_python, ["--npz", npz, "--settings", json.dumps(settings)],
                                script=Path(__file__).resolve())
     return compare(case, arrays, reference, args.tol)
 
 
 def print_result(r: dict, tol: float) -> None:
-    status = "same logits" if r["same_logits"] else "PASS after the known gap" if r["passed"] else "FAIL"
-    print(f"{r['case']:<14} max|diff| {r['max_abs_diff']:.3e}  after known gap {r['max_abs_diff_after_known_gap']:.3e}"
-          f"  (max|logit| {r['max_abs_logit']:.2f}, {r['rows']} rows, tol {tol:g})  {status}", flush=True)
+    status = "same logits" if r["same_logits"] else "PASS after the pooling gap" if r["passed"] else "FAIL"
+    pooling = f"first_order_pooling {r['first_order_pooling']}" if r["first_order_pooling"] else "no first-order term"
+    print(f"{r['case']:<14} max|diff| {r['max_abs_diff']:.3e}  "
+          f"after pooling gap {r['max_abs_diff_after_known_gap']:.3e}  "
+          f"(max|logit| {r['max_abs_logit']:.2f}, {r['rows']} rows, {pooling}, tol {tol:g})  {status}", flush=True)
 
 
 def notes(r: dict) -> list[str]:
@@ -322,6 +370,9 @@ def parse_args(argv):
     p.add_argument("--data", default=str(Path(os.environ.get("LIPCTR_DATA", REPO / "datasets")) / "ml-100k"),
                    help="folder with ml-100k.{inter,user,item} (default $LIPCTR_DATA/ml-100k)")
     p.add_argument("--rows", type=int, default=512, help="test rows in the batch (default 512)")
+    p.add_argument("--first-order-pooling", choices=POOLINGS, default="sum",
+                   help="lipctr's first_order_pooling for the cases with a first-order term (default sum, RecBole's; "
+                        "mean: lipctr's default, which differs on the token_seq field 'class')")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     p.add_argument("--tol", type=float, default=1e-5, help="max |logit difference| allowed (default 1e-5)")
     p.add_argument("--json", help="also write the results to this file")
@@ -367,8 +418,8 @@ def main(argv=None) -> int:
         for line in notes(r):
             print(f"  {r['case']}: {line}")
     if any(not r["same_logits"] for r in results if r["passed"]):
-        print("known gap: RecBole's first-order term sums a token_seq field's weights over the sequence "
-              "(FMFirstOrderLinear), lipctr's averages them (FirstOrderLinear)")
+        print("pooling gap: RecBole's first-order term sums a token_seq field's weights over the sequence "
+              "(FMFirstOrderLinear), lipctr's averages them under first_order_pooling 'mean' (FirstOrderLinear)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0 if all(r["passed"] for r in results) else 1
