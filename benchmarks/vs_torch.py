@@ -67,7 +67,8 @@ from lipctr.io import OutputPathError, check_output
 MODELS = ("widedeep", "nfm", "xdeepfm", "autoint", "fignn", "dcnv2", "eulernet", "deepfm", "dcn")
 RECBOLE_NAMES = {"widedeep": "WideDeep", "nfm": "NFM", "xdeepfm": "xDeepFM", "autoint": "AutoInt",
                  "fignn": "FiGNN", "dcnv2": "DCNV2", "eulernet": "EulerNet", "deepfm": "DeepFM", "dcn": "DCN"}
-LIPCTR_ONLY = ("cross_init", "scalar_side_branches")  # lipctr hyper-parameters RecBole has no key for
+# lipctr hyper-parameters RecBole has no key for
+LIPCTR_ONLY = ("cross_init", "first_order_pooling", "scalar_side_branches")
 SEEDS = (2020, 2021, 2022, 2023, 2024)
 REPO = Path(__file__).resolve().parents[1]
 
