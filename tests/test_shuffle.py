@@ -82,6 +82,21 @@ def test_epoch_batches_and_shards_cover_every_example_once(shuffle):
             np.bincount(index[:, shard].ravel(), weights=weights[:, shard].ravel(), minlength=250), np.ones(250))
 
 
+def test_the_trainer_epoch_uses_the_configured_shuffle():
+    """TrainConfig.shuffle reaches the epoch program: "sort" sorts, "feistel" has no sort at all
+    (WideDeep with dense AdamW sorts nothing else). Traced only, not compiled."""
+    ds = tiny_dataset()
+    train = to_device(ds.train)
+    net = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(16, 16))
+    trainers = {shuffle: Trainer(net, LossConfig(lambda_r=0.5), TrainConfig(batch_size=512, shuffle=shuffle),
+                                 len(ds.train), len(ds.valid)) for shuffle in ("sort", "feistel")}
+    state, stopping = trainers["sort"].init(train["features"], [2020], [0.5])  # the same state for both
+    for shuffle, sorts in (("sort", True), ("feistel", False)):
+        program = str(jax.make_jaxpr(trainers[shuffle].train_epoch)(state, stopping, train))
+        assert ("sort[" in program) == sorts, shuffle
+
+
+@pytest.mark.slow  # ~25 s: two trainings; test_the_trainer_epoch_uses_the_configured_shuffle is its fast twin
 def test_feistel_trains_and_differs_from_sort_only_in_order():
     ds = tiny_dataset()
     train, valid = to_device(ds.train), to_device(ds.valid)
