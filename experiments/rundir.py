@@ -14,13 +14,13 @@ from experiments.configs import ConfigError, merge, validate
 from lipctr import sharding
 from lipctr.io import write_json_atomic
 
-# the flags that choose a run's config: refused with --resume, which continues the stored one
-CONFIG_FLAGS = {"config": "--config", "variant": "--variant", "lambda_r": "--lambda-r",
-                "lambda_sweep": "--lambda-sweep", "seeds": "--seeds", "set": "--set", "models": "--models",
+# the flags that choose a run's config: refused with --resume, which continues the stored one (the
+# shared ones of experiments.cli, the data flags of data_source, experiments.main's own)
+CONFIG_FLAGS = {"config": "--config", "set": "--set", "seeds": "--seeds", "models": "--models",
                 "data": "--data", "format": "--format", "inter": "--inter", "user": "--user", "item": "--item",
-                "columns": "--columns", "field_types": "--field-types",  # this row and the last: data_source
-                "grid": "--grid", "grid_programs": "--grid-programs", "max_members": "--max-members",
-                "select_lambda": "--select-lambda"}  # this row: experiments.grid
+                "columns": "--columns", "field_types": "--field-types",
+                "variant": "--variant", "lambda_r": "--lambda-r", "grid": "--grid", "grid_programs": "--grid-programs",
+                "max_members": "--max-members", "select_lambda": "--select-lambda"}
 
 
 class RunDirError(ValueError):
