@@ -112,7 +112,7 @@ def resume_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
         if getattr(args, dest, None) not in (None, []):
             raise ConfigError(f"{flag} cannot be combined with --resume: a resume continues the config stored in "
                               f"{run_dir / 'config.json'}; start a new run to change it (with --resume only --epochs "
-                              "to train longer, --mesh, --no-progress and --analysis apply)")
+                              "to train longer, --mesh, --no-progress and experiments.main's --analysis apply)")
     config, notes = merge(stored, {}), []
     if args.epochs is not None:
         before = stored["train"]["max_epochs"]
