@@ -23,7 +23,7 @@ import time
 import jax
 import numpy as np
 
-from lipctr.io import OutputPathError, check_output
+from benchmarks import refuse_json_output
 from lipctr.losses import LossConfig
 from lipctr.models import MODEL_NAMES, build_model
 from lipctr.models.parameter_counts import ml100k_schema, random_features
@@ -98,12 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--inner", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
-    if args.json:
-        try:
-            check_output("--json", args.json)
-        except OutputPathError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    if (refused := refuse_json_output(args.json)) is not None:
+        return refused
     print(f"backend {jax.default_backend()}, devices {jax.devices()}, batch {args.batch}, "
           f"{args.repeats} repeats x {args.inner} steps, median step time")
     print(f"{'model':<10} {'K=1 ex/s':>11} {'K=5 ex/s':>11} {'K=5/K=1 time':>13} {'paired':>7} "

@@ -42,11 +42,10 @@ import json
 import math
 import os
 import re
-import sys
 import tempfile
 import time
 
-from lipctr.io import OutputPathError, check_output
+from benchmarks import refuse_json_output
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\((.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
@@ -353,12 +352,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds must be at least 1, got {args.seeds}")
-    if args.json:
-        try:
-            check_output("--json", args.json, {"--data": args.data})
-        except OutputPathError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    if (refused := refuse_json_output(args.json, {"--data": args.data})) is not None:
+        return refused
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
     from lipctr import runtime
 

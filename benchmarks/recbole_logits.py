@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipctr.io import OutputPathError, check_output
+from benchmarks import refuse_json_output
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = {"deepfm": ("deepfm", {}), "deepfm_scalar": ("deepfm", {"scalar_side_branches": True}), "dcn": ("dcn", {}),
@@ -398,12 +398,8 @@ def main(argv=None) -> int:
     if args.rows < 1:
         print("error: --rows must be >= 1", file=sys.stderr)
         return 2
-    if args.json:
-        try:
-            check_output("--json", args.json, {"--data": args.data})
-        except OutputPathError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    if (refused := refuse_json_output(args.json, {"--data": args.data})) is not None:
+        return refused
     import dataclasses
 
     from lipctr.data import get_preset, load_dataset

@@ -62,7 +62,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lipctr.io import OutputPathError, check_output
+from benchmarks import refuse_json_output
 
 MODELS = ("widedeep", "nfm", "xdeepfm", "autoint", "fignn", "dcnv2", "eulernet", "deepfm", "dcn")
 RECBOLE_NAMES = {"widedeep": "WideDeep", "nfm": "NFM", "xdeepfm": "xDeepFM", "autoint": "AutoInt",
@@ -244,12 +244,8 @@ def main(argv=None) -> int:
         if not (Path(args.data) / name).is_file():
             print(f"error: --data {args.data}: {name} not found (RecBole atomic files of ML-100K)", file=sys.stderr)
             return 2
-    if args.json:
-        try:
-            check_output("--json", args.json, {"--data": args.data})
-        except OutputPathError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    if (refused := refuse_json_output(args.json, {"--data": args.data})) is not None:
+        return refused
     args.data = str(Path(args.data).resolve())  # the workers run in temporary folders
     print(f"vs_torch: {os.cpu_count()} cores; {args.repeats} repeat(s) x {args.epochs} timed epochs after "
           f"{args.warmup} warm-up; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; torch python {args.torch_python}")
