@@ -10,7 +10,6 @@ differences are in AUC percentage points with the 95% paired t interval (experim
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,29 +18,25 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
+from experiments.compare_runs import output_members  # noqa: E402
 from experiments.report.stats import paired_difference  # noqa: E402
+from experiments.report.tables import read_run  # noqa: E402
 
 MODELS = ("widedeep", "nfm", "dcnv2")
 OPTIMIZERS = ("adamw", "lazy_adam", "rowwise_adagrad")
 OUTPUTS = ("orig", "smooth")
 
 
-def test_auc_by_seed(run: Path, output: str) -> dict[int, float]:
-    """{seed: test AUC} of an output; a grid run's chosen point only."""
-    members = json.loads((run / output / "final.json").read_text())["members"]
-    selected = run / "selected.json"
-    if selected.is_file():
-        wanted = {m["member"] for m in json.loads(selected.read_text())[output]["members"]}
-        members = [m for m in members if m["member"] in wanted]
-    return {m["seed"]: m["auc"] for m in members}
+def test_auc_by_seed(run: dict, output: str) -> dict[int, float]:
+    """{seed: test AUC} of an output of a run (report.tables.read_run); a grid run's chosen point only."""
+    return {m["seed"]: m["auc"] for m in output_members(run, output)}
 
 
-def chosen_rate(run: Path, output: str) -> str:
+def chosen_rate(run: dict, output: str) -> str:
     """The embedding learning rate the run trained `output` at (chosen on validation in a grid)."""
-    selected = run / "selected.json"
-    if selected.is_file():
-        return f"{json.loads(selected.read_text())[output]['point']['train.embedding_learning_rate']:g} (grid)"
-    train = json.loads((run / "config.json").read_text())["train"]
+    if output in run["selected"]:
+        return f"{run['selected'][output]['point']['train.embedding_learning_rate']:g} (grid)"
+    train = run["config"]["train"]
     rate = train.get("embedding_learning_rate", 0.0)
     return f"{rate:g}" if rate else f"{train['learning_rate']:g} (= train.learning_rate)"
 
@@ -60,7 +55,7 @@ def summarize(root: Path) -> tuple[pd.DataFrame, str]:
     rows, lines = [], ["| model | optimizer | embedding lr | orig AUC % | smooth AUC % | orig Δ vs adamw | "
                        "smooth Δ vs adamw | smooth - orig |", "|---|---|---|---|---|---|---|---|"]
     for model in MODELS:
-        runs = {o: root / model / o for o in OPTIMIZERS if (root / model / o / "config.json").is_file()}
+        runs = {o: read_run(root / model / o) for o in OPTIMIZERS if (root / model / o / "config.json").is_file()}
         if "adamw" not in runs:
             continue
         auc = {o: {out: test_auc_by_seed(run, out) for out in OUTPUTS} for o, run in runs.items()}
