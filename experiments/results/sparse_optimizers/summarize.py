@@ -18,7 +18,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from experiments.compare_runs import output_members  # noqa: E402
+from experiments.compare_runs import output_members, paired_members  # noqa: E402
 from experiments.report.stats import paired_difference  # noqa: E402
 from experiments.report.tables import read_run  # noqa: E402
 
@@ -27,9 +27,6 @@ OPTIMIZERS = ("adamw", "lazy_adam", "rowwise_adagrad")
 OUTPUTS = ("orig", "smooth")
 
 
-def test_auc_by_seed(run: dict, output: str) -> dict[int, float]:
-    """{seed: test AUC} of an output of a run (report.tables.read_run); a grid run's chosen point only."""
-    return {m["seed"]: m["auc"] for m in output_members(run, output)}
 
 
 def chosen_rate(run: dict, output: str) -> str:
@@ -41,9 +38,10 @@ def chosen_rate(run: dict, output: str) -> str:
     return f"{rate:g}" if rate else f"{train['learning_rate']:g} (= train.learning_rate)"
 
 
-def paired(a: dict[int, float], b: dict[int, float]) -> dict:
-    seeds = sorted(set(a) & set(b))
-    return paired_difference([100 * a[s] for s in seeds], [100 * b[s] for s in seeds])
+def paired(a: list[dict], b: list[dict]) -> dict:
+    """b - a in test AUC points over the members the two lists share a seed with."""
+    a, b = paired_members(a, b, key="seed")
+    return paired_difference([100 * m["auc"] for m in a], [100 * m["auc"] for m in b])
 
 
 def fmt(d: dict) -> str:
@@ -58,12 +56,12 @@ def summarize(root: Path) -> tuple[pd.DataFrame, str]:
         runs = {o: read_run(root / model / o) for o in OPTIMIZERS if (root / model / o / "config.json").is_file()}
         if "adamw" not in runs:
             continue
-        auc = {o: {out: test_auc_by_seed(run, out) for out in OUTPUTS} for o, run in runs.items()}
+        members = {o: {out: output_members(run, out) for out in OUTPUTS} for o, run in runs.items()}
         for optimizer, run in runs.items():
-            own = auc[optimizer]
+            own = members[optimizer]
             gain = paired(own["orig"], own["smooth"])
-            versus = {out: paired(auc["adamw"][out], own[out]) for out in OUTPUTS}
-            means = {out: pd.Series(own[out]).mul(100) for out in OUTPUTS}
+            versus = {out: paired(members["adamw"][out], own[out]) for out in OUTPUTS}
+            means = {out: pd.Series([m["auc"] for m in own[out]]).mul(100) for out in OUTPUTS}
             rates = " / ".join(dict.fromkeys(chosen_rate(run, out) for out in OUTPUTS))
             cells = [f"{means[out].mean():.2f} ± {means[out].std(ddof=1):.2f}" for out in OUTPUTS]
             deltas = ["—" if optimizer == "adamw" else fmt(versus[out]) for out in OUTPUTS]
