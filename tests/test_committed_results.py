@@ -74,3 +74,16 @@ def test_tuned_lambda_is_the_best_validation_point_the_study_ran_and_the_config_
         config = json.loads((NEW / "run_files" / model / control / "default" / "config.json").read_text())
         assert config["loss"]["lambda_r"] == chosen
     assert MODEL_SETTINGS[model]["loss"]["lambda_r"] == chosen
+
+
+def test_sparse_optimizer_summary_regenerates_from_its_run_files():
+    """summary.csv of the sparse-optimizer study is what its summarize.py makes of its run files."""
+    import importlib.util
+
+    study = RESULTS / "sparse_optimizers"
+    spec = importlib.util.spec_from_file_location("sparse_summarize", study / "summarize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    frame, table = module.summarize(study / "run_files")
+    assert frame.to_csv(index=False, float_format="%.4f") == (study / "summary.csv").read_text()
+    assert table == (study / "summary.md").read_text()
