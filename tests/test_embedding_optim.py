@@ -109,10 +109,15 @@ def test_sparse_step_equals_its_dense_reference(setup, name, lr, wd):
         assert len(untouched) > 0 or path[-2] == "genre"
         np.testing.assert_array_equal(np.asarray(get_path(sparse, path))[untouched],
                                       np.asarray(get_path(params, path))[untouched])
+    # AdamW layers: the same as dense AdamW. Adam's step m / sqrt(v) is scale-free, so a gradient
+    # element that is a near-cancelling sum takes the float32 rounding of its summation order to the
+    # step at relative size (seen: 1.5e-5 once, in one of 768 elements at lr 0.5); a wrong update
+    # would be off by O(lr) per step, so the tolerance is 1e-5 of the largest possible movement.
+    adam_atol = 1e-5 * lr * STEPS
     for path, leaf in jax.tree_util.tree_flatten_with_path(sparse)[0]:
         keys = tuple(k.key for k in path)
-        if keys not in tables:  # AdamW layers: the same as dense AdamW
-            np.testing.assert_allclose(np.asarray(leaf), np.asarray(get_path(dense, keys)), atol=1e-6, rtol=0)
+        if keys not in tables:
+            np.testing.assert_allclose(np.asarray(leaf), np.asarray(get_path(dense, keys)), atol=adam_atol, rtol=0)
     for s, d in zip(sparse_grads, dense_grads):  # the logged norms: row gradients give the dense value
         for field in ("user_id", "item_id"):
             np.testing.assert_allclose(embedding_grad_norm(s, field), embedding_grad_norm(d, field), rtol=1e-5)
