@@ -130,6 +130,12 @@ def load(config: dict) -> Dataset:
     return dataset
 
 
+def data_name(config: dict, dataset: Dataset) -> str:
+    """The name runs are filed under: the config's preset dataset, or for one's own files
+    (data.format) the data set's name."""
+    return dataset.name if "format" in config["data"] else config["dataset"]
+
+
 def _replace(base: DataConfig, table: dict) -> DataConfig:
     if "split_ratios" in table:
         table = {**table, "split_ratios": tuple(table["split_ratios"])}

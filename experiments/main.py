@@ -66,7 +66,7 @@ def lambda_analysis(configs: list[dict]) -> list[dict]:
 
 def train(config: dict, dataset, args: argparse.Namespace, analyses, mesh, candidates) -> Path:
     """One config's run directory: opened (new or --resume's), trained by run_config, summarised."""
-    name = f"{config['model']}_{data_name(config, dataset)}"
+    name = f"{config['model']}_{data_source.data_name(config, dataset)}"
     primary = sharding.is_primary()
     grid = bool(config["grid"] or config["grid_programs"])
     if grid or config["select_lambda"]:  # config.json records the wave size, so a resume keeps the waves
@@ -90,11 +90,6 @@ def train(config: dict, dataset, args: argparse.Namespace, analyses, mesh, candi
             run_analyses(run_dir, dataset, config["variants"])
         print(f"{name}: wall time {time.perf_counter() - start:.1f} s; outputs in {run_dir}\n")
     return run_dir
-
-
-def data_name(config: dict, dataset) -> str:
-    """The config's preset dataset, or for one's own files (data.format) the data set's name."""
-    return dataset.name if "format" in config["data"] else config["dataset"]
 
 
 def start_devices(args: argparse.Namespace, spec: str):
@@ -169,7 +164,7 @@ def _main(args: argparse.Namespace, argv) -> int:
                 for config in configs]
     if "report" in analyses:
         out = run_dirs[0] if len(run_dirs) == 1 else (
-            Path(args.runs_dir or "runs") / f"study_{data_name(configs[0], dataset)}" / run_dirs[0].name)
+            Path(args.runs_dir or "runs") / f"study_{data_source.data_name(configs[0], dataset)}" / run_dirs[0].name)
         print(f"report: {write_report(run_dirs, out)}")
     return 0
 

@@ -100,11 +100,13 @@ def readable_table(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def write_mechanism_report(results: list[dict], root: Path, command: str, configs: list[dict], controls) -> Path:
-    """mechanism.csv, forest.png and mechanism.md under `root`; the path of mechanism.md."""
+def write_mechanism_report(results: list[dict], root: Path, command: str, configs: list[dict], controls,
+                           dataset: str, lambda_chosen: bool = False) -> Path:
+    """mechanism.csv, forest.png and mechanism.md under `root`; the path of mechanism.md. dataset: the
+    data's name (experiments.data_source.data_name); lambda_chosen: each config's lambda_r was chosen
+    on validation (--select-lambda's <model>/lambda_sweep/)."""
     table = mechanism_table(results)
     write_text_atomic(root / "mechanism.csv", table.to_csv(index=False))
-    dataset = configs[0]["dataset"]
     rows = forest_rows(table)
     save_png(forest_figure(rows, f"mechanism study, {dataset}: control vs orig (95% CI over seeds)"),
              root / "forest.png")
@@ -116,7 +118,8 @@ def write_mechanism_report(results: list[dict], root: Path, command: str, config
                any(not c.applies_to(cfg["model"]) for cfg in configs)]
     parts = [f"# Mechanism study: {dataset}\n", f"Command: `{command}`\n",
              f"Seeds: {seeds}; at most {configs[0]['train']['max_epochs']} epochs, early stopping on validation AUC "
-             f"(patience {configs[0]['train']['patience']}); lambda_r: {lambdas}.\n",
+             f"(patience {configs[0]['train']['patience']}); lambda_r: {lambdas}"
+             + (" (each chosen on validation: <model>/lambda_sweep/selected.json)" if lambda_chosen else "") + ".\n",
              "Each row is an ensemble over the seeds; differences are paired over seeds (control - reference), "
              "with a 95% t confidence interval and the paired t-test's p-value, in percentage points.\n",
              "## Controls\n", "\n".join(f"- {c.name} ({c.variant}): {c.what}" for c in controls) + "\n",

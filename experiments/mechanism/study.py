@@ -2,12 +2,16 @@
 
     python -m experiments.mechanism --config dcnv2_ml100k [--models all|paper|dcnv2,nfm] [--controls a,b]
                                     [--seeds 2020,2021] [--epochs 50] [--set KEY=VALUE] [--mesh seeds=2]
+                                    [--select-lambda]
     python -m experiments.mechanism --resume DIR [--epochs 80] [--report-only]
 
 For each backbone trains orig, smooth and every control (experiments.mechanism.controls) as
 ensembles over the config's seeds, runs the analyses of a run on each (local Lipschitz constant,
 embedding weight norms, AUC under the largest input-embedding noise) and writes
-`runs/mechanism_<dataset>/<timestamp>/`:
+`runs/mechanism_<dataset>/<timestamp>/`. With --select-lambda each backbone first trains smooth's
+lambda_r sweep (the config's lambda_sweep, else 0.1..0.9, over the study's seeds) and every
+control then trains at the lambda_r of best mean validation AUC:
+  <model>/lambda_sweep/            --select-lambda's grid run (grid.csv, selected.json)
   <model>/<control>/<candidate>/   a run directory each (config.json, <orig|smooth>/, analysis/)
   mechanism.csv, mechanism.md      the table (experiments.mechanism.report)
   forest.png                       paired ΔAUC vs orig with its 95% confidence interval
@@ -27,6 +31,8 @@ from experiments import data_source
 from experiments.cli import add_shared_arguments, parse, print_config, resolve_configs
 from experiments.configs import ConfigError, merge, validate
 from experiments.evaluable import check_evaluable, test_candidates
+from experiments.grid import run_grid
+from experiments.grid_report import select, write_grid_outputs
 from experiments.mechanism.controls import Control, choose
 from experiments.mechanism.report import write_mechanism_report
 from experiments.report.analysis import (
@@ -37,7 +43,7 @@ from experiments.report.analysis import (
     noise_robustness,
     weight_norms,
 )
-from experiments.run_config import run_config
+from experiments.run_config import LAMBDA_SWEEP, run_config
 from experiments.rundir import CONFIG_FLAGS
 from lipctr import runtime, sharding
 from lipctr.data import DataError
@@ -58,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--controls", help="comma list of controls (default all; orig and smooth are always trained)")
     g.add_argument("--report-only", action="store_true",
                    help="with --resume: train nothing; write the report from the finished (backbone, control) pairs")
+    g.add_argument("--select-lambda", action="store_true", default=None,
+                   help="per backbone, first train smooth's lambda_r sweep (the config's lambda_sweep, else "
+                        "0.1..0.9) over the study's seeds; every control then trains at the lambda_r of best mean "
+                        "validation AUC")
     g.add_argument("--noise-draws", type=int, default=3, help="noise draws per member for the robustness analysis")
     g.add_argument("--lipschitz-examples", type=int, default=256, help="test examples for the Lipschitz analysis")
     return p
@@ -108,6 +118,27 @@ def train_control(config: dict, control: Control, dataset, root: Path, candidate
             "selection": {t[1]: t[0] for t in trained}}
 
 
+def select_lambda(config: dict, dataset, root: Path, candidates, progress: bool, mesh=None) -> float:
+    """Train (or read back) smooth's lambda_r sweep on `config`'s backbone in root/<model>/lambda_sweep/
+    and return the lambda_r of best mean validation AUC over the seeds (grid.csv, selected.json there)."""
+    sweep = validate(merge(config, {"variants": ["smooth"], "select_lambda": False, "lambda_sweep": [],
+                                    "grid": {"loss.lambda_r": config["lambda_sweep"] or LAMBDA_SWEEP}}),
+                     source="--select-lambda")
+    run_dir = root / config["model"] / "lambda_sweep"
+    if not (run_dir / "config.json").is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "config.json", sweep)
+    records = run_grid(sweep, dataset, "smooth", run_dir, candidates, progress, mesh)
+    if sharding.is_primary():
+        write_grid_outputs(run_dir, records)
+    return float(select(records)["smooth"]["point"]["loss.lambda_r"])
+
+
+def sweep_finished(config: dict, root: Path) -> bool:
+    """Whether --select-lambda's sweep on `config`'s backbone has been trained to the end."""
+    return (root / config["model"] / "lambda_sweep" / "selected.json").is_file()
+
+
 def is_finished(config: dict, control: Control, root: Path) -> bool:
     """Whether every candidate of `control` on `config`'s backbone has been trained to the end."""
     return all((root / config["model"] / control.name / c.label / control.variant / "final.json").is_file()
@@ -146,6 +177,9 @@ def main(argv=None) -> int:
             raise ConfigError("--report-only needs --resume DIR (the study to report)")
         if args.resume:
             args = resumed_args(args)
+        if args.select_lambda and any(s.split("=")[0].strip() == "loss.lambda_r" for s in args.set or []):
+            raise ConfigError("--select-lambda chooses loss.lambda_r on validation; drop --set loss.lambda_r "
+                              "(the values it tries: --set lambda_sweep=[0.1,0.5,0.9])")
         check_output("--runs-dir", args.runs_dir or "runs", folder=True)
         configs = study_configs(args)
         if args.print_config:
@@ -157,7 +191,7 @@ def main(argv=None) -> int:
         dataset = data_source.load(configs[0])
         check_evaluable(configs[0], dataset)
         candidates = test_candidates(configs[0], dataset)
-        root = study_root(args, configs[0]["dataset"])
+        root = study_root(args, data_source.data_name(configs[0], dataset))
     except (ConfigError, DataError, ValueError) as error:  # ValueError: MeshError, OutputPathError
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -167,8 +201,18 @@ def main(argv=None) -> int:
                                                 "models": models, "controls": [c.name for c in chosen]})
     print(runtime.device_line(), file=sys.stderr)  # the devices this study trains on
     print(f"mechanism study: {', '.join(models)} x {', '.join(c.name for c in chosen)}; {root}", file=sys.stderr)
-    results = []
+    results, reported = [], []
     for config in configs:
+        if args.select_lambda:
+            if args.report_only and not sweep_finished(config, root):
+                print(f"not in the report (lambda_r sweep not trained to the end): {config['model']}", file=sys.stderr)
+                continue
+            lambda_r = select_lambda(config, dataset, root, candidates, not args.no_progress, mesh)
+            print(f"{config['model']}: lambda_r {lambda_r:g} chosen on validation "
+                  f"({root / config['model'] / 'lambda_sweep' / 'selected.json'})", file=sys.stderr)
+            config = validate(merge(config, {"loss": {"lambda_r": lambda_r}, "lambda_sweep": []}),
+                              source="--select-lambda")
+        reported.append(config)
         for control in chosen:
             if not control.applies_to(config["model"]):
                 continue
@@ -181,7 +225,8 @@ def main(argv=None) -> int:
                                          args.lipschitz_examples)
             results.append({"model": config["model"], "what": control.what, **result})
     command = "python -m experiments.mechanism " + " ".join(sys.argv[1:] if argv is None else argv)
-    path = write_mechanism_report(results, root, command, configs, [c for c in chosen])
+    path = write_mechanism_report(results, root, command, reported or configs, list(chosen),
+                                  data_source.data_name(configs[0], dataset), lambda_chosen=bool(args.select_lambda))
     print(f"wrote {path}")
     print(json.dumps({"study": str(root)}))
     return 0

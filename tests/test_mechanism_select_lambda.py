@@ -1,0 +1,74 @@
+"""`python -m experiments.mechanism --select-lambda`, end to end on a small CSV: each backbone's
+smooth lambda_r sweep trains first, the lambda_r of best mean validation AUC (recomputed here from
+the sweep's own metrics) is the one every control then trains at, the report says so, and a
+`--resume --report-only` rewrites the same table without training."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from experiments.mechanism import study as mechanism
+from tests.test_cli_user_data import write_ratings
+from tests.test_data_user_input import no_fetch  # noqa: F401 (fixture, requested by name)
+
+SWEEP = [0.2, 0.8]
+
+
+@pytest.fixture
+def data_argv(tmp_path, no_fetch):  # noqa: F811 (the imported fixture, requested by name)
+    folder = tmp_path / "mine"
+    write_ratings(folder, n_users=40, n_items=30)
+    return ["--config", "dcnv2_ml100k", "--data", str(folder), "--format", "csv", "--inter", "ratings.csv",
+            "--columns", "userId=user_id,movieId=item_id", "--seeds", "2020,2021", "--epochs", "2", "--no-progress",
+            "--set", "model_hparams.mlp_hidden_size=[8]", "--set", "model_hparams.embedding_dim=4",
+            "--set", "train.batch_size=128", "--set", "eval.num_negatives=5", "--set", f"lambda_sweep={SWEEP}",
+            "--controls", "aux_rating", "--lipschitz-examples", "16", "--noise-draws", "1"]
+
+
+def best_lambda_from_metrics(sweep_dir) -> float:
+    """The sweep's lambda_r of best mean (over seeds) best-epoch validation AUC, from metrics.csv alone."""
+    (metrics,) = sweep_dir.glob("*/metrics.csv")
+    best = pd.read_csv(metrics).groupby(["member", "lambda_r"]).valid_auc.max().reset_index()
+    return float(best.groupby("lambda_r").valid_auc.mean().idxmax())
+
+
+def test_select_lambda_trains_every_control_at_the_validation_chosen_lambda(data_argv, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert mechanism.main([*data_argv, "--select-lambda", "--runs-dir", str(runs)]) == 0, capsys.readouterr().err
+    (root,) = (runs / "mechanism_mine").iterdir()  # named after the data
+    assert (root / "mechanism.md").read_text().startswith("# Mechanism study: mine\n")
+    sweep_dir = root / "dcnv2" / "lambda_sweep"
+    chosen = best_lambda_from_metrics(sweep_dir)
+    assert json.loads((sweep_dir / "selected.json").read_text())["smooth"]["point"]["loss.lambda_r"] == chosen
+    sweep_metrics = pd.read_csv(next(sweep_dir.glob("*/metrics.csv")))
+    assert sorted(sweep_metrics.lambda_r.unique()) == SWEEP and sweep_metrics.seed.nunique() == 2
+    for control, variant in (("smooth", "smooth"), ("aux_rating", "smooth"), ("orig", "orig")):
+        config = json.loads((root / "dcnv2" / control / "default" / "config.json").read_text())
+        assert config["loss"]["lambda_r"] == chosen and config["lambda_sweep"] == []
+        members = pd.read_csv(root / "dcnv2" / control / "default" / variant / "metrics.csv")
+        assert members.seed.nunique() == 2  # the controls train one member per seed, no sweep
+    assert set(pd.read_csv(root / "dcnv2" / "smooth" / "default" / "smooth" / "metrics.csv").lambda_r) == {chosen}
+    report = (root / "mechanism.md").read_text()
+    assert f"lambda_r: dcnv2 {chosen:g} (each chosen on validation" in report
+    table = (root / "mechanism.csv").read_text()
+
+    capsys.readouterr()
+    assert mechanism.main(["--resume", str(root), "--report-only", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"dcnv2: lambda_r {chosen:g} chosen on validation" in err and "epoch" not in err.lower()
+    assert (root / "mechanism.csv").read_text() == table
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "loss.lambda_r=0.3"], "--select-lambda chooses loss.lambda_r on validation; drop --set loss.lambda_r"),
+    (["--set", "lambda_sweep=[0.5, 0.5]"], "lambda_sweep"),
+])
+def test_select_lambda_refusals_name_the_flag_and_make_nothing(data_argv, tmp_path, capsys, extra, message):
+    runs = tmp_path / "runs"
+    assert mechanism.main([*data_argv, "--select-lambda", *extra, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not runs.exists()
