@@ -126,6 +126,7 @@ def test_control_registry_and_selection():
     (["--models", "dcnv4"], "--models: unknown backbone(s) ['dcnv4']"),
     (["--seeds", "a,b"], "--seeds 'a,b': 'a' is not one of the comma-separated integers"),
     (["--report-only"], "--report-only needs --resume DIR"),
+    (["--set", "lambda_sweep=[0.1, 0.9]"], "key 'lambda_sweep' gives the lambda_r values --select-lambda tries"),
 ])
 def test_cli_stops_on_bad_options_with_a_message(argv, message, capsys, tmp_path):
     assert mechanism.main([*argv, "--runs-dir", str(tmp_path)]) == 2

@@ -182,6 +182,9 @@ def main(argv=None) -> int:
                               "(the values it tries: --set lambda_sweep=[0.1,0.5,0.9])")
         check_output("--runs-dir", args.runs_dir or "runs", folder=True)
         configs = study_configs(args)
+        if not args.select_lambda and any(c["lambda_sweep"] for c in configs):  # its members would be averaged
+            raise ConfigError("key 'lambda_sweep' gives the lambda_r values --select-lambda tries; add "
+                              "--select-lambda, or drop lambda_sweep to train every control at loss.lambda_r")
         if args.print_config:
             print_config(configs, "python -m experiments.mechanism", argv)
             return 0
