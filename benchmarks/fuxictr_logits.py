@@ -1,5 +1,6 @@
-"""Same weights, same logits: lipctr's FinalMLP and GDCN against FuxiCTR's own model-zoo code
-(issue 27; DeepFM and DCN are checked against RecBole by benchmarks.recbole_logits).
+"""Same weights, same logits: lipctr's FinalMLP and GDCN against FuxiCTR's own model-zoo code, and
+DCNv3 against its authors' code (github.com/salmon1802/DCNv3, built on fuxictr) (issue 27; DeepFM
+and DCN are checked against RecBole by benchmarks.recbole_logits).
 
 lipctr's side (this process) builds each case with the registry's hyper-parameters on ML-100K's six
 token fields (real vocabulary sizes; ids drawn at random, seeded), initialises it, redraws every
@@ -8,14 +9,16 @@ may hide behind a zero; benchmarks.recbole_logits.redraw_constant_leaves), draws
 tables N(0, 0.5^2) (inputs of order 1, so that gates and ReLUs switch), and writes the
 parameters, the batch and its own eval-mode logits [B, K] to an .npz. The reference
 side (a subprocess in a python with torch and the `fuxictr` package, 2.3.10 when this was written)
-imports FinalMLP / GDCN / GDCNP from a checkout of github.com/reczoo/FuxiCTR's model_zoo, builds the
+imports FinalMLP / GDCN / GDCNP from a checkout of github.com/reczoo/FuxiCTR's model_zoo (DCNv3 from
+a checkout of the authors' repository), builds the
 model on a FeatureMap of the same fields, maps every tensor in, and runs the forward with the
-output sigmoid replaced by the identity (logits). It prints max |FuxiCTR logit - lipctr logit| per
-case and exits 0 when every case is within --tol.
+output sigmoid replaced by the identity (logits). It prints max |reference logit - lipctr logit| per
+case and exits 0 when every case is within --tol times max(1, max |logit|) and every lipctr
+parameter was mapped.
 
 FuxiCTR's models have one output. The K = 5 cases swap in FuxiCTR's own output modules built
 K wide (FinalMLP: InteractionAggregation(output_dim=5); GDCN: the MLP's last nn.Linear; GDCNP:
-fc) to check that lipctr's K-wide heads are FuxiCTR's layers with output_dim = K.
+fc; DCNv3: ECN.dfc and LCN.sfc) to check that lipctr's K-wide heads are FuxiCTR's layers with output_dim = K.
 
 Tensor map, lipctr -> FuxiCTR (torch nn.Linear holds [out, in], so every kernel is transposed):
   embedding/tables/<f>/embedding [V, d]    embedding_layer.embedding_layer.embedding_layers.<f>.weight
@@ -28,13 +31,19 @@ Tensor map, lipctr -> FuxiCTR (torch nn.Linear holds [out, in], so every kernel 
   fs<i>_gate/mlp/...                       fs_module.fs<i>_gate (MLP_Block)
   fusion/w_x, w_y                          fusion_module.w_x, w_y
   fusion/w_xy [H, X/H, K, Y/H]             fusion_module.w_xy [H * X/H * Y/H, K] (the same memory)
+  ecn|lcn/w_<l> [D, D/2], b_<l> [D]        ECN|LCN.w.<l>.weight, ECN|LCN.b.<l>
+  ecn|lcn/layer_norm_<l>/scale, bias       ECN|LCN.layer_norm.<l>.weight, bias
+  ecn/output, lcn/output                   ECN.dfc, LCN.sfc
+  (DCNv3's tables [V, H * d]               embedding_layer.embedding_layer.embedding_layer.embedding_layers.<f>.weight)
 
 The torch python: the bench venv of `benchmarks.vs_torch --help` plus
 `pip install --no-deps fuxictr==2.3.10 && pip install polars h5py pydantic` (fuxictr's ray and
 pyarrow requirements are for its data pipeline, which this never runs: the worker stubs ray).
 
     git clone https://github.com/reczoo/FuxiCTR /path/FuxiCTR   # checked at 0245987
-    python -m benchmarks.fuxictr_logits --torch-python /work/venv-bench/bin/python --fuxictr-zoo /path/FuxiCTR/model_zoo
+    git clone https://github.com/salmon1802/DCNv3 /path/DCNv3   # checked at df6da8b
+    python -m benchmarks.fuxictr_logits --torch-python /work/venv-bench/bin/python \
+        --fuxictr-zoo /path/FuxiCTR/model_zoo --dcnv3-repo /path/DCNv3
 """
 
 from __future__ import annotations
@@ -59,6 +68,9 @@ CASES = {
     "gdcn": ("gdcn", {}, 1),
     "gdcn_parallel": ("gdcn", {"structure": "parallel"}, 1),
     "gdcn_k5": ("gdcn", {}, 5),
+    "dcnv3": ("dcnv3", {}, 1),
+    "dcnv3_heads2": ("dcnv3", {"num_heads": 2}, 1),
+    "dcnv3_k5": ("dcnv3", {}, 5),
 }
 EMBEDDING_STD = 0.5  # the embedding tables (and FinalMLP's context tables) are drawn N(0, EMBEDDING_STD^2)
 TOKEN_FIELDS = ("user_id", "item_id", "age", "gender", "occupation", "release_year")  # ML-100K's, no token_seq
@@ -161,7 +173,15 @@ def fill_linears(state: dict, layers: list, names: list[str], arrays: dict, modu
         state[module_names[layer] + ".bias"] = arrays[f"{name}/bias"]
 
 
-def reference_logits(npz: str, zoo: str) -> dict:
+def source_file(model: str, zoo: str, dcnv3_repo: str) -> Path:
+    """The reference's source file of a lipctr model name."""
+    if model == "dcnv3":
+        return Path(dcnv3_repo) / "src" / "DCNv3.py"
+    folder = {"finalmlp": "FinalMLP", "gdcn": "GDCN"}[model]
+    return Path(zoo) / folder / "src" / f"{folder}.py"
+
+
+def reference_logits(npz: str, zoo: str, dcnv3_repo: str) -> dict:
     """FuxiCTR's eval-mode logits [B, K] on the batch in `npz`, with the weights in it."""
     import collections
     import importlib.util
@@ -175,8 +195,7 @@ def reference_logits(npz: str, zoo: str) -> dict:
     arrays = dict(np.load(npz))
     settings = json.loads(str(arrays["settings"]))
     hp, k = settings["hparams"], settings["k"]
-    folder = "FinalMLP" if settings["model"] == "finalmlp" else "GDCN"
-    spec = importlib.util.spec_from_file_location(folder, Path(zoo) / folder / "src" / f"{folder}.py")
+    spec = importlib.util.spec_from_file_location(settings["model"], source_file(settings["model"], zoo, dcnv3_repo))
     zoo_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo_module)
 
@@ -201,6 +220,15 @@ def reference_logits(npz: str, zoo: str) -> dict:
             if k != 1:
                 model.fusion_module = zoo_module.InteractionAggregation(
                     hp["mlp1_hidden_units"][-1], hp["mlp2_hidden_units"][-1], output_dim=k, num_heads=hp["num_heads"])
+        elif settings["model"] == "dcnv3":
+            model = zoo_module.DCNv3(
+                **common, num_deep_cross_layers=hp["num_deep_cross_layers"],
+                num_shallow_cross_layers=hp["num_shallow_cross_layers"], deep_net_dropout=hp["deep_net_dropout"],
+                shallow_net_dropout=hp["shallow_net_dropout"], layer_norm=hp["layer_norm"],
+                batch_norm=hp["batch_norm"], num_heads=hp["num_heads"])
+            if k != 1:
+                model.ECN.dfc = torch.nn.Linear(model.ECN.dfc.in_features, k)
+                model.LCN.sfc = torch.nn.Linear(model.LCN.sfc.in_features, k)
         else:
             parallel = hp["structure"] == "parallel"
             model = (zoo_module.GDCNP if parallel else zoo_module.GDCN)(
@@ -215,9 +243,9 @@ def reference_logits(npz: str, zoo: str) -> dict:
 
         module_names = {m: n for n, m in model.named_modules()}
         state: dict[str, np.ndarray] = {}
+        tables = "embedding_layer.embedding_layer" + (".embedding_layer" if settings["model"] == "dcnv3" else "")
         for name, _, _ in settings["fields"]:
-            state[f"embedding_layer.embedding_layer.embedding_layers.{name}.weight"] = \
-                arrays[f"params/embedding/tables/{name}/embedding"]
+            state[f"{tables}.embedding_layers.{name}.weight"] = arrays[f"params/embedding/tables/{name}/embedding"]
         if settings["model"] == "finalmlp":
             fill_linears(state, linears(model.mlp1), dense_names(arrays, "mlp1"), arrays, module_names)
             fill_linears(state, linears(model.mlp2), dense_names(arrays, "mlp2"), arrays, module_names)
@@ -235,6 +263,18 @@ def reference_logits(npz: str, zoo: str) -> dict:
                 state[f"fusion_module.{w}.weight"] = arrays[f"params/fusion/{w}/kernel"].T
                 state[f"fusion_module.{w}.bias"] = arrays[f"params/fusion/{w}/bias"]
             state["fusion_module.w_xy"] = arrays["params/fusion/w_xy"].reshape(-1, k)
+        elif settings["model"] == "dcnv3":
+            for net, layers, output in (("ECN", hp["num_deep_cross_layers"], "dfc"),
+                                        ("LCN", hp["num_shallow_cross_layers"], "sfc")):
+                ours = f"params/{net.lower()}"
+                for layer in range(layers):
+                    state[f"{net}.w.{layer}.weight"] = arrays[f"{ours}/w_{layer}/kernel"].T
+                    state[f"{net}.b.{layer}"] = arrays[f"{ours}/b_{layer}"]
+                    if hp["layer_norm"]:
+                        state[f"{net}.layer_norm.{layer}.weight"] = arrays[f"{ours}/layer_norm_{layer}/scale"]
+                        state[f"{net}.layer_norm.{layer}.bias"] = arrays[f"{ours}/layer_norm_{layer}/bias"]
+                state[f"{net}.{output}.weight"] = arrays[f"{ours}/output/kernel"].T
+                state[f"{net}.{output}.bias"] = arrays[f"{ours}/output/bias"]
         else:
             for layer in range(hp["num_cross_layers"]):
                 state[f"cross_net.w.{layer}.weight"] = arrays[f"params/cross/w_{layer}"].T
@@ -273,14 +313,15 @@ def check_case(case: str, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="fuxictr-logits-") as folder:
         npz = str(Path(folder) / f"{case}.npz")
         np.savez(npz, **arrays)
-        reference = run_worker(args.torch_python, ["--npz", npz, "--fuxictr-zoo", args.fuxictr_zoo],
-                               script=Path(__file__).resolve())
+        reference = run_worker(args.torch_python, ["--npz", npz, "--fuxictr-zoo", args.fuxictr_zoo,
+                                                   "--dcnv3-repo", args.dcnv3_repo], script=Path(__file__).resolve())
     theirs = np.asarray(reference["logits"], np.float64).reshape(arrays["logits"].shape)
     diff = float(np.abs(theirs - arrays["logits"].astype(np.float64)).max())
     lipctr_elements = int(sum(v.size for n, v in arrays.items() if n.startswith("params/")))
     return {"case": case, "rows": int(theirs.shape[0]), "k": int(theirs.shape[1]), "max_abs_diff": diff,
             "max_abs_logit": float(np.abs(arrays["logits"]).max()),
-            "passed": diff <= args.tol and reference["mapped_elements"] == lipctr_elements,
+            "passed": diff <= args.tol * max(1.0, float(np.abs(arrays["logits"]).max()))
+                      and reference["mapped_elements"] == lipctr_elements,
             "lipctr_elements": lipctr_elements, **{k: v for k, v in reference.items() if k != "logits"}}
 
 
@@ -291,9 +332,14 @@ def parse_args(argv):
                    help="python with torch and fuxictr (default $LIPCTR_BENCH_PYTHON, else this python)")
     p.add_argument("--fuxictr-zoo", default=os.environ.get("LIPCTR_FUXICTR_ZOO", ""),
                    help="the model_zoo folder of a FuxiCTR checkout (default $LIPCTR_FUXICTR_ZOO)")
+    p.add_argument("--dcnv3-repo", default=os.environ.get("LIPCTR_DCNV3_REPO", ""),
+                   help="a checkout of github.com/salmon1802/DCNv3, the DCNv3 cases' reference (default "
+                        "$LIPCTR_DCNV3_REPO)")
     p.add_argument("--rows", type=int, default=256, help="rows in the batch (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ids and parameters (default 0)")
-    p.add_argument("--tol", type=float, default=1e-5, help="max |logit difference| allowed (default 1e-5)")
+    p.add_argument("--tol", type=float, default=1e-5,
+                   help="max |logit difference| allowed, times max(1, max |logit|): float32 rounding grows with the "
+                        "logits, and DCNv3's exponential cross network reaches hundreds here (default 1e-5)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--npz", help=argparse.SUPPRESS)
@@ -303,17 +349,20 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        print(json.dumps(reference_logits(args.npz, args.fuxictr_zoo)))
+        print(json.dumps(reference_logits(args.npz, args.fuxictr_zoo, args.dcnv3_repo)))
         return 0
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         print(f"error: --cases: unknown case(s) {unknown}; known: {','.join(CASES)}", file=sys.stderr)
         return 2
-    for folder in ("FinalMLP", "GDCN"):
-        if not (Path(args.fuxictr_zoo) / folder / "src" / f"{folder}.py").is_file():
-            print(f"error: --fuxictr-zoo {args.fuxictr_zoo!r}: no {folder}/src/{folder}.py there (the model_zoo "
-                  "folder of a FuxiCTR checkout)", file=sys.stderr)
+    for model in sorted({CASES[c][0] for c in cases}):
+        flag, folder, what = (("--dcnv3-repo", args.dcnv3_repo, "a checkout of github.com/salmon1802/DCNv3")
+                              if model == "dcnv3" else
+                              ("--fuxictr-zoo", args.fuxictr_zoo, "the model_zoo folder of a FuxiCTR checkout"))
+        path = source_file(model, args.fuxictr_zoo, args.dcnv3_repo)
+        if not path.is_file():
+            print(f"error: {flag} {folder!r}: no {path.relative_to(folder or '.')} there ({what})", file=sys.stderr)
             return 2
     if args.rows < 1:
         print("error: --rows must be >= 1", file=sys.stderr)
