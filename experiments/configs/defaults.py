@@ -74,7 +74,7 @@ MODEL_SETTINGS: dict[str, dict] = {
     "deepfm": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.7}},
     "dcn": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.9}},
     "finalmlp": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
-    "gdcn": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
+    "gdcn": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.9}},
     "dcnv3": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.9}},
 }
 
