@@ -21,6 +21,12 @@ LAMBDA_SWEEP = [0.1, 0.3, 0.5, 0.7, 0.9]  # select_lambda's sweep when the confi
 VALIDATION_CHOSEN = "smooth, lambda_r chosen on validation"  # select_lambda's row of the summary
 
 
+def lambda_sweep_config(config: dict) -> dict:
+    """`config` as select_lambda's grid: loss.lambda_r over its lambda_sweep, else LAMBDA_SWEEP."""
+    return {**config, "select_lambda": False, "lambda_sweep": [],
+            "grid": {"loss.lambda_r": config["lambda_sweep"] or LAMBDA_SWEEP}}
+
+
 def run_config(config: dict, dataset, run_dir: Path, candidates, progress: bool = True, mesh=None) -> dict:
     """Train (or resume, or read back) the config's variants in `run_dir` -> {summary row: final.json
     content}: one row per variant (a grid's chosen point), plus VALIDATION_CHOSEN with select_lambda.
@@ -32,9 +38,8 @@ def run_config(config: dict, dataset, run_dir: Path, candidates, progress: bool 
     finals = {} if grid else {v: run_variant(fixed, dataset, v, run_dir, candidates, progress, mesh=mesh)
                               for v in config["variants"]}
     if config["select_lambda"]:
-        sweep = {**config, "select_lambda": False, "lambda_sweep": [],
-                 "grid": {"loss.lambda_r": config["lambda_sweep"] or LAMBDA_SWEEP}}
-        records += run_grid(sweep, dataset, "smooth", run_dir, candidates, progress, mesh, base="lambda_sweep")
+        records += run_grid(lambda_sweep_config(config), dataset, "smooth", run_dir, candidates, progress, mesh,
+                            base="lambda_sweep")
     if not records or not sharding.is_primary():
         return finals
     chosen = write_grid_outputs(run_dir, records)

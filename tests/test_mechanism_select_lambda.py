@@ -35,6 +35,36 @@ def best_lambda_from_metrics(sweep_dir) -> float:
     return float(best.groupby("lambda_r").valid_auc.mean().idxmax())
 
 
+def test_every_control_trains_at_the_lambda_r_its_backbones_sweep_chose(data_argv, tmp_path, monkeypatch, capsys):
+    """The wiring alone (the default suite; the end-to-end run below is slow): select_lambda's value
+    per backbone reaches every control's config and the report, with lambda_sweep cleared."""
+    chosen = {"dcnv2": 0.8, "nfm": 0.2}
+    trained, reported = [], {}
+
+    def fake_train_control(config, control, dataset, root, candidates, progress, mesh=None):
+        trained.append((config["model"], control.name, config["loss"]["lambda_r"], config["lambda_sweep"]))
+        return {"control": control.name, "variant": control.variant, "chosen": "default", "dir": root,
+                "final": {}, "selection": {}}
+
+    def fake_report(results, root, command, configs, controls, dataset, lambda_chosen=False):
+        reported.update(lambdas={c["model"]: c["loss"]["lambda_r"] for c in configs}, flag=lambda_chosen,
+                        dataset=dataset)
+        return root / "mechanism.md"
+
+    monkeypatch.setattr(mechanism, "select_lambda", lambda config, *args: chosen[config["model"]])
+    monkeypatch.setattr(mechanism, "train_control", fake_train_control)
+    monkeypatch.setattr(mechanism, "analyse", lambda *args: {})
+    monkeypatch.setattr(mechanism, "write_mechanism_report", fake_report)
+    argv = [*data_argv, "--models", "dcnv2,nfm", "--select-lambda", "--runs-dir", str(tmp_path / "runs")]
+    assert mechanism.main(argv) == 0, capsys.readouterr().err
+    controls = ["orig", "smooth", "aux_rating"]
+    assert sorted(trained) == sorted((m, c, lam, []) for m, lam in chosen.items() for c in controls)
+    assert reported == {"lambdas": chosen, "flag": True, "dataset": "mine"}
+    err = capsys.readouterr().err
+    assert "dcnv2: lambda_r 0.8 chosen on validation" in err and "nfm: lambda_r 0.2 chosen on validation" in err
+
+
+@pytest.mark.slow  # ~55 s: a sweep, three controls and their analyses compile on a small CSV
 def test_select_lambda_trains_every_control_at_the_validation_chosen_lambda(data_argv, tmp_path, capsys):
     runs = tmp_path / "runs"
     assert mechanism.main([*data_argv, "--select-lambda", "--runs-dir", str(runs)]) == 0, capsys.readouterr().err

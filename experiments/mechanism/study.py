@@ -43,7 +43,7 @@ from experiments.report.analysis import (
     noise_robustness,
     weight_norms,
 )
-from experiments.run_config import LAMBDA_SWEEP, run_config
+from experiments.run_config import lambda_sweep_config, run_config
 from experiments.rundir import CONFIG_FLAGS
 from lipctr import runtime, sharding
 from lipctr.data import DataError
@@ -121,9 +121,7 @@ def train_control(config: dict, control: Control, dataset, root: Path, candidate
 def select_lambda(config: dict, dataset, root: Path, candidates, progress: bool, mesh=None) -> float:
     """Train (or read back) smooth's lambda_r sweep on `config`'s backbone in root/<model>/lambda_sweep/
     and return the lambda_r of best mean validation AUC over the seeds (grid.csv, selected.json there)."""
-    sweep = validate(merge(config, {"variants": ["smooth"], "select_lambda": False, "lambda_sweep": [],
-                                    "grid": {"loss.lambda_r": config["lambda_sweep"] or LAMBDA_SWEEP}}),
-                     source="--select-lambda")
+    sweep = validate({**lambda_sweep_config(config), "variants": ["smooth"]}, source="--select-lambda")
     run_dir = root / config["model"] / "lambda_sweep"
     if not (run_dir / "config.json").is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
