@@ -277,3 +277,16 @@ def test_sweep_runs_take_the_config_and_refuse_another_configs_folder(tiny, tmp_
     with pytest.raises(ValueError, match="another configuration; give another --runs-dir"):
         bwm.train_variant(settings, dataset, "orig", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # nothing trained or written
+
+
+def test_ctrl_c_exits_130_with_the_sweeps_resume_command(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bw, "load_data", lambda config: (None, None))
+    monkeypatch.setattr(bw, "run_sweep", interrupted)
+    assert bw.main(["--runs-dir", str(tmp_path / "runs"), "--models", "dcnv2"]) == 130
+    (out,) = (tmp_path / "runs" / "bandwidth").iterdir()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"interrupted; continue with: python -m experiments.bandwidth --resume {out}"

@@ -113,6 +113,9 @@ def main(argv=None) -> int:
         except ValueError as error:  # RunDirError, a run directory of another config
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"interrupted; continue with: {PROG} --resume {out}", file=sys.stderr)
+            return 130
         summary = write_outputs(out, config, frame, buckets, dataset)
         headline = ["variant", "N", "test_auc", "test_auc_std", "grad_norm_mean", "relative_lipschitz_mean"]
         print(summary[headline].to_string(index=False))

@@ -202,6 +202,22 @@ def main(argv=None) -> int:
                                                 "models": models, "controls": [c.name for c in chosen]})
     print(runtime.device_line(), file=sys.stderr)  # the devices this study trains on
     print(f"mechanism study: {', '.join(models)} x {', '.join(c.name for c in chosen)}; {root}", file=sys.stderr)
+    try:
+        results, reported = train_study(args, configs, chosen, dataset, candidates, root, mesh)
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: python -m experiments.mechanism --resume {root}", file=sys.stderr)
+        return 130
+    command = "python -m experiments.mechanism " + " ".join(sys.argv[1:] if argv is None else argv)
+    path = write_mechanism_report(results, root, command, reported or configs, list(chosen),
+                                  data_source.data_name(configs[0], dataset), lambda_chosen=bool(args.select_lambda))
+    print(f"wrote {path}")
+    print(json.dumps({"study": str(root)}))
+    return 0
+
+
+def train_study(args, configs: list[dict], chosen: list[Control], dataset, candidates, root: Path, mesh):
+    """Train (or read back) every backbone's controls, --select-lambda's sweep first -> (results of the
+    report, each backbone's config as trained)."""
     results, reported = [], []
     for config in configs:
         if args.select_lambda:
@@ -225,9 +241,4 @@ def main(argv=None) -> int:
             result["analysis"] = analyse(result["dir"], control.variant, dataset, config, args.noise_draws,
                                          args.lipschitz_examples)
             results.append({"model": config["model"], "what": control.what, **result})
-    command = "python -m experiments.mechanism " + " ".join(sys.argv[1:] if argv is None else argv)
-    path = write_mechanism_report(results, root, command, reported or configs, list(chosen),
-                                  data_source.data_name(configs[0], dataset), lambda_chosen=bool(args.select_lambda))
-    print(f"wrote {path}")
-    print(json.dumps({"study": str(root)}))
-    return 0
+    return results, reported
