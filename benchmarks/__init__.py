@@ -18,3 +18,13 @@ def refuse_json_output(path: str | None, inputs: dict[str, str] | None = None) -
         print(f"error: {error}", file=sys.stderr)
         return 2
     return None
+
+
+def parse_cases(text: str, known) -> list[str] | None:
+    """The cases of a comma-separated --cases; None after one `error:` line naming an unknown one."""
+    cases = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(known))
+    if unknown:
+        print(f"error: --cases: unknown case(s) {unknown}; known: {','.join(known)}", file=sys.stderr)
+        return None
+    return cases

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import refuse_json_output
+from benchmarks import parse_cases, refuse_json_output
 from benchmarks.recbole_logits import redraw_constant_leaves
 
 # case: (lipctr model, hyper-parameters beyond the registry's, K)
@@ -351,10 +351,8 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(reference_logits(args.npz, args.fuxictr_zoo, args.dcnv3_repo)))
         return 0
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        print(f"error: --cases: unknown case(s) {unknown}; known: {','.join(CASES)}", file=sys.stderr)
+    cases = parse_cases(args.cases, CASES)
+    if cases is None:
         return 2
     for model in sorted({CASES[c][0] for c in cases}):
         flag, folder, what = (("--dcnv3-repo", args.dcnv3_repo, "a checkout of github.com/salmon1802/DCNv3")

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import refuse_json_output
+from benchmarks import parse_cases, refuse_json_output
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = {"deepfm": ("deepfm", {}), "deepfm_scalar": ("deepfm", {"scalar_side_branches": True}), "dcn": ("dcn", {}),
@@ -387,10 +387,8 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(reference_logits(args.npz, json.loads(args.settings))))
         return 0
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        print(f"error: --cases: unknown case(s) {unknown}; known: {','.join(CASES)}", file=sys.stderr)
+    cases = parse_cases(args.cases, CASES)
+    if cases is None:
         return 2
     if not (Path(args.data) / "ml-100k.inter").is_file():
         print(f"error: --data {args.data}: ml-100k.inter not found (RecBole atomic files of ML-100K)", file=sys.stderr)
