@@ -283,8 +283,7 @@ def test_ctrl_c_exits_130_with_the_sweeps_resume_command(tmp_path, monkeypatch, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bw, "load_data", lambda config: (None, None))
-    monkeypatch.setattr(bw, "run_sweep", interrupted)
+    monkeypatch.setattr(bw, "load_data", interrupted)  # the data loads inside the interruptible part too
     assert bw.main(["--runs-dir", str(tmp_path / "runs"), "--models", "dcnv2"]) == 130
     (out,) = (tmp_path / "runs" / "bandwidth").iterdir()
     err = capsys.readouterr().err

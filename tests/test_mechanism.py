@@ -184,3 +184,15 @@ def test_ctrl_c_exits_130_with_the_studys_resume_command(data_argv, tmp_path, mo
     assert "Traceback" not in err
     resume = f"interrupted; continue with: python -m experiments.mechanism --resume {root}"
     assert err.strip().splitlines()[-1] == resume
+
+
+def test_ctrl_c_while_the_data_loads_exits_130_and_makes_nothing(data_argv, tmp_path, monkeypatch, capsys):  # noqa: F811
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mechanism.data_source, "load", interrupted)
+    assert mechanism.main([*data_argv, "--select-lambda", "--runs-dir", str(tmp_path / "runs")]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "interrupted before any training; nothing to resume"
+    assert not (tmp_path / "runs").exists()

@@ -107,8 +107,8 @@ def main(argv=None) -> int:
     log(runtime.device_line())  # the devices this sweep trains on
     for config, out in zip(configs, outs):
         write_json_atomic(out / "config.json", config)
-        dataset, preference = load_data(config)
         try:
+            dataset, preference = load_data(config)
             frame, buckets = run_sweep(config, dataset, preference, out / "runs", log, mesh, not args.no_progress)
         except ValueError as error:  # RunDirError, a run directory of another config
             print(f"error: {error}", file=sys.stderr)

@@ -196,6 +196,9 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ValueError) as error:  # ValueError: MeshError, OutputPathError
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # e.g. while the data loads
+        print("interrupted before any training; nothing to resume", file=sys.stderr)
+        return 130
     if not args.resume:
         root.mkdir(parents=True, exist_ok=False)
         write_json_atomic(root / "study.json", {"argv": sys.argv[1:] if argv is None else list(argv),
