@@ -181,8 +181,95 @@ def source_file(model: str, zoo: str, dcnv3_repo: str) -> Path:
     return Path(zoo) / folder / "src" / f"{folder}.py"
 
 
+def reference_model(zoo_module, settings: dict, feature_map, root: str):
+    """The reference's model of `settings` in eval mode, its output layers K wide, logits out."""
+    import torch
+
+    hp, k = settings["hparams"], settings["k"]
+    common = {"feature_map": feature_map, "gpu": -1, "embedding_dim": hp["embedding_dim"], "optimizer": "adam",
+              "loss": "binary_crossentropy", "verbose": 0, "model_root": root, "metrics": ["AUC"]}
+    if settings["model"] == "finalmlp":
+        names = {"user": settings["fields"][0][0], "item": settings["fields"][1][0]}
+        model = zoo_module.FinalMLP(
+            **common, mlp1_hidden_units=hp["mlp1_hidden_units"], mlp2_hidden_units=hp["mlp2_hidden_units"],
+            mlp1_dropout=hp["mlp1_dropout"], mlp2_dropout=hp["mlp2_dropout"], mlp1_batch_norm=hp["mlp1_batch_norm"],
+            mlp2_batch_norm=hp["mlp2_batch_norm"], use_fs=hp["use_fs"], fs_hidden_units=hp["fs_hidden_units"],
+            num_heads=hp["num_heads"], fs1_context=[names.get(c, c) for c in hp["fs1_context"]],
+            fs2_context=[names.get(c, c) for c in hp["fs2_context"]])
+        if k != 1:
+            model.fusion_module = zoo_module.InteractionAggregation(
+                hp["mlp1_hidden_units"][-1], hp["mlp2_hidden_units"][-1], output_dim=k, num_heads=hp["num_heads"])
+    elif settings["model"] == "dcnv3":
+        model = zoo_module.DCNv3(
+            **common, num_deep_cross_layers=hp["num_deep_cross_layers"],
+            num_shallow_cross_layers=hp["num_shallow_cross_layers"], deep_net_dropout=hp["deep_net_dropout"],
+            shallow_net_dropout=hp["shallow_net_dropout"], layer_norm=hp["layer_norm"], batch_norm=hp["batch_norm"],
+            num_heads=hp["num_heads"])
+        if k != 1:
+            model.ECN.dfc = torch.nn.Linear(model.ECN.dfc.in_features, k)
+            model.LCN.sfc = torch.nn.Linear(model.LCN.sfc.in_features, k)
+    else:
+        parallel = hp["structure"] == "parallel"
+        model = (zoo_module.GDCNP if parallel else zoo_module.GDCN)(
+            **common, dnn_hidden_units=hp["dnn_hidden_units"], num_cross_layers=hp["num_cross_layers"],
+            net_dropout=hp["net_dropout"], batch_norm=hp["batch_norm"])
+        if k != 1 and parallel:
+            model.fc = torch.nn.Linear(model.fc.in_features, k)
+        elif k != 1:
+            model.dnn.mlp[-1] = torch.nn.Linear(model.dnn.mlp[-1].in_features, k)
+    model.output_activation = torch.nn.Identity()
+    return model.eval()
+
+
+def reference_state(model, arrays: dict, settings: dict) -> dict[str, np.ndarray]:
+    """{reference state_dict key: lipctr's array in the reference's layout} (the tensor map above)."""
+    hp, k, module_names = settings["hparams"], settings["k"], {m: n for n, m in model.named_modules()}
+    state: dict[str, np.ndarray] = {}
+    tables = "embedding_layer.embedding_layer" + (".embedding_layer" if settings["model"] == "dcnv3" else "")
+    for name, _, _ in settings["fields"]:
+        state[f"{tables}.embedding_layers.{name}.weight"] = arrays[f"params/embedding/tables/{name}/embedding"]
+    if settings["model"] == "finalmlp":
+        fill_linears(state, linears(model.mlp1), dense_names(arrays, "mlp1"), arrays, module_names)
+        fill_linears(state, linears(model.mlp2), dense_names(arrays, "mlp2"), arrays, module_names)
+        for i in (1, 2):
+            gate = f"fs{i}_gate"
+            fill_linears(state, linears(getattr(model.fs_module, gate)), dense_names(arrays, f"{gate}/mlp"), arrays,
+                         module_names)
+            context = [n for n in arrays if n.startswith(f"params/{gate}/context_embedding/")]
+            for leaf in context:
+                field = leaf.split("/")[-2]
+                state[f"fs_module.fs{i}_ctx_emb.embedding_layer.embedding_layers.{field}.weight"] = arrays[leaf]
+            if not context:
+                state[f"fs_module.fs{i}_ctx_bias"] = arrays[f"params/{gate}/context_bias"][None, :]
+        for w in ("w_x", "w_y"):
+            state[f"fusion_module.{w}.weight"] = arrays[f"params/fusion/{w}/kernel"].T
+            state[f"fusion_module.{w}.bias"] = arrays[f"params/fusion/{w}/bias"]
+        state["fusion_module.w_xy"] = arrays["params/fusion/w_xy"].reshape(-1, k)
+    elif settings["model"] == "dcnv3":
+        for net, layers, output in (("ECN", hp["num_deep_cross_layers"], "dfc"),
+                                    ("LCN", hp["num_shallow_cross_layers"], "sfc")):
+            ours = f"params/{net.lower()}"
+            for layer in range(layers):
+                state[f"{net}.w.{layer}.weight"] = arrays[f"{ours}/w_{layer}/kernel"].T
+                state[f"{net}.b.{layer}"] = arrays[f"{ours}/b_{layer}"]
+                if hp["layer_norm"]:
+                    state[f"{net}.layer_norm.{layer}.weight"] = arrays[f"{ours}/layer_norm_{layer}/scale"]
+                    state[f"{net}.layer_norm.{layer}.bias"] = arrays[f"{ours}/layer_norm_{layer}/bias"]
+            state[f"{net}.{output}.weight"] = arrays[f"{ours}/output/kernel"].T
+            state[f"{net}.{output}.bias"] = arrays[f"{ours}/output/bias"]
+    else:
+        for layer in range(hp["num_cross_layers"]):
+            state[f"cross_net.w.{layer}.weight"] = arrays[f"params/cross/w_{layer}"].T
+            state[f"cross_net.wg.{layer}.weight"] = arrays[f"params/cross/wg_{layer}"].T
+            state[f"cross_net.b.{layer}"] = arrays[f"params/cross/b_{layer}"]
+        output = [model.fc] if hp["structure"] == "parallel" else []  # GDCN's output layer ends its MLP_Block
+        fill_linears(state, linears(model.dnn) + output, [*dense_names(arrays, "mlp"), "params/prediction"], arrays,
+                     module_names)
+    return state
+
+
 def reference_logits(npz: str, zoo: str, dcnv3_repo: str) -> dict:
-    """FuxiCTR's eval-mode logits [B, K] on the batch in `npz`, with the weights in it."""
+    """The reference's eval-mode logits [B, K] on the batch in `npz`, with the weights in it."""
     import collections
     import importlib.util
 
@@ -194,112 +281,30 @@ def reference_logits(npz: str, zoo: str, dcnv3_repo: str) -> dict:
 
     arrays = dict(np.load(npz))
     settings = json.loads(str(arrays["settings"]))
-    hp, k = settings["hparams"], settings["k"]
     spec = importlib.util.spec_from_file_location(settings["model"], source_file(settings["model"], zoo, dcnv3_repo))
     zoo_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo_module)
-
     with tempfile.TemporaryDirectory(prefix="fuxictr-") as root:
         feature_map = FeatureMap("lipctr", root)
         feature_map.features = collections.OrderedDict(
             (name, {"type": "categorical", "source": source, "vocab_size": vocab})
             for name, source, vocab in settings["fields"])
         feature_map.num_fields = feature_map.get_num_fields()
-        feature_map.default_emb_dim = hp["embedding_dim"]
-        common = {"feature_map": feature_map, "gpu": -1, "embedding_dim": hp["embedding_dim"], "optimizer": "adam",
-                  "loss": "binary_crossentropy", "verbose": 0, "model_root": root, "metrics": ["AUC"]}
-        names = {"user": settings["fields"][0][0], "item": settings["fields"][1][0]}
-        if settings["model"] == "finalmlp":
-            model = zoo_module.FinalMLP(
-                **common, mlp1_hidden_units=hp["mlp1_hidden_units"], mlp2_hidden_units=hp["mlp2_hidden_units"],
-                mlp1_dropout=hp["mlp1_dropout"], mlp2_dropout=hp["mlp2_dropout"],
-                mlp1_batch_norm=hp["mlp1_batch_norm"], mlp2_batch_norm=hp["mlp2_batch_norm"], use_fs=hp["use_fs"],
-                fs_hidden_units=hp["fs_hidden_units"], num_heads=hp["num_heads"],
-                fs1_context=[names.get(c, c) for c in hp["fs1_context"]],
-                fs2_context=[names.get(c, c) for c in hp["fs2_context"]])
-            if k != 1:
-                model.fusion_module = zoo_module.InteractionAggregation(
-                    hp["mlp1_hidden_units"][-1], hp["mlp2_hidden_units"][-1], output_dim=k, num_heads=hp["num_heads"])
-        elif settings["model"] == "dcnv3":
-            model = zoo_module.DCNv3(
-                **common, num_deep_cross_layers=hp["num_deep_cross_layers"],
-                num_shallow_cross_layers=hp["num_shallow_cross_layers"], deep_net_dropout=hp["deep_net_dropout"],
-                shallow_net_dropout=hp["shallow_net_dropout"], layer_norm=hp["layer_norm"],
-                batch_norm=hp["batch_norm"], num_heads=hp["num_heads"])
-            if k != 1:
-                model.ECN.dfc = torch.nn.Linear(model.ECN.dfc.in_features, k)
-                model.LCN.sfc = torch.nn.Linear(model.LCN.sfc.in_features, k)
-        else:
-            parallel = hp["structure"] == "parallel"
-            model = (zoo_module.GDCNP if parallel else zoo_module.GDCN)(
-                **common, dnn_hidden_units=hp["dnn_hidden_units"], num_cross_layers=hp["num_cross_layers"],
-                net_dropout=hp["net_dropout"], batch_norm=hp["batch_norm"])
-            if k != 1 and parallel:
-                model.fc = torch.nn.Linear(model.fc.in_features, k)
-            elif k != 1:
-                model.dnn.mlp[-1] = torch.nn.Linear(model.dnn.mlp[-1].in_features, k)
-        model.output_activation = torch.nn.Identity()
-        model.eval()
-
-        module_names = {m: n for n, m in model.named_modules()}
-        state: dict[str, np.ndarray] = {}
-        tables = "embedding_layer.embedding_layer" + (".embedding_layer" if settings["model"] == "dcnv3" else "")
-        for name, _, _ in settings["fields"]:
-            state[f"{tables}.embedding_layers.{name}.weight"] = arrays[f"params/embedding/tables/{name}/embedding"]
-        if settings["model"] == "finalmlp":
-            fill_linears(state, linears(model.mlp1), dense_names(arrays, "mlp1"), arrays, module_names)
-            fill_linears(state, linears(model.mlp2), dense_names(arrays, "mlp2"), arrays, module_names)
-            for i in (1, 2):
-                gate = f"fs{i}_gate"
-                fill_linears(state, linears(getattr(model.fs_module, gate)), dense_names(arrays, f"{gate}/mlp"),
-                             arrays, module_names)
-                context = [n for n in arrays if n.startswith(f"params/{gate}/context_embedding/")]
-                for leaf in context:
-                    field = leaf.split("/")[-2]
-                    state[f"fs_module.fs{i}_ctx_emb.embedding_layer.embedding_layers.{field}.weight"] = arrays[leaf]
-                if not context:
-                    state[f"fs_module.fs{i}_ctx_bias"] = arrays[f"params/{gate}/context_bias"][None, :]
-            for w in ("w_x", "w_y"):
-                state[f"fusion_module.{w}.weight"] = arrays[f"params/fusion/{w}/kernel"].T
-                state[f"fusion_module.{w}.bias"] = arrays[f"params/fusion/{w}/bias"]
-            state["fusion_module.w_xy"] = arrays["params/fusion/w_xy"].reshape(-1, k)
-        elif settings["model"] == "dcnv3":
-            for net, layers, output in (("ECN", hp["num_deep_cross_layers"], "dfc"),
-                                        ("LCN", hp["num_shallow_cross_layers"], "sfc")):
-                ours = f"params/{net.lower()}"
-                for layer in range(layers):
-                    state[f"{net}.w.{layer}.weight"] = arrays[f"{ours}/w_{layer}/kernel"].T
-                    state[f"{net}.b.{layer}"] = arrays[f"{ours}/b_{layer}"]
-                    if hp["layer_norm"]:
-                        state[f"{net}.layer_norm.{layer}.weight"] = arrays[f"{ours}/layer_norm_{layer}/scale"]
-                        state[f"{net}.layer_norm.{layer}.bias"] = arrays[f"{ours}/layer_norm_{layer}/bias"]
-                state[f"{net}.{output}.weight"] = arrays[f"{ours}/output/kernel"].T
-                state[f"{net}.{output}.bias"] = arrays[f"{ours}/output/bias"]
-        else:
-            for layer in range(hp["num_cross_layers"]):
-                state[f"cross_net.w.{layer}.weight"] = arrays[f"params/cross/w_{layer}"].T
-                state[f"cross_net.wg.{layer}.weight"] = arrays[f"params/cross/wg_{layer}"].T
-                state[f"cross_net.b.{layer}"] = arrays[f"params/cross/b_{layer}"]
-            mlp = linears(model.dnn)
-            if hp["structure"] == "parallel":
-                fill_linears(state, mlp + [model.fc], [*dense_names(arrays, "mlp"), "params/prediction"], arrays,
-                             module_names)
-            else:
-                fill_linears(state, mlp, [*dense_names(arrays, "mlp"), "params/prediction"], arrays, module_names)
-
-        own = model.state_dict()
-        for key, value in state.items():
-            if tuple(own[key].shape) != value.shape:
-                raise ValueError(f"{key}: FuxiCTR {tuple(own[key].shape)}, mapped {value.shape}")
-        unfilled = sorted(set(own) - set(state))
-        model.load_state_dict({**own, **{key: torch.from_numpy(np.ascontiguousarray(v, np.float32))
-                                         for key, v in state.items()}})
-        batch = {name: torch.from_numpy(arrays[f"features/{name}"].astype(np.int64))
-                 for name, _, _ in settings["fields"]}
-        with torch.no_grad():
-            logits = model(batch)["y_pred"].numpy()
+        feature_map.default_emb_dim = settings["hparams"]["embedding_dim"]
+        model = reference_model(zoo_module, settings, feature_map, root)
+    state = reference_state(model, arrays, settings)
+    own = model.state_dict()
+    for key, value in state.items():
+        if tuple(own[key].shape) != value.shape:
+            raise ValueError(f"{key}: reference {tuple(own[key].shape)}, mapped {value.shape}")
+    model.load_state_dict({**own, **{key: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+                                     for key, v in state.items()}})
+    batch = {name: torch.from_numpy(arrays[f"features/{name}"].astype(np.int64)) for name, _, _ in settings["fields"]}
+    with torch.no_grad():
+        logits = model(batch)["y_pred"].numpy()
     return {"logits": logits.astype(np.float64).tolist(), "torch": torch.__version__, "fuxictr": fuxictr_version,
-            "mapped_elements": int(sum(v.size for v in state.values())), "unfilled_fuxictr": unfilled}
+            "mapped_elements": int(sum(v.size for v in state.values())),
+            "unfilled_fuxictr": sorted(set(own) - set(state))}
 
 
 # ----------------------------------------------------------------------------- the check
