@@ -6,7 +6,7 @@ lipctr's side (this process) builds each case with the registry's hyper-paramete
 token fields (real vocabulary sizes; ids drawn at random, seeded), initialises it, redraws every
 leaf that starts constant (zero biases, FinalMLP's zero context bias: plus N(0, 0.05^2), so no term
 may hide behind a zero; benchmarks.recbole_logits.redraw_constant_leaves), draws the embedding
-tables N(0, 0.5^2) (inputs of order 1, so that gates and ReLUs switch), and writes the
+tables N(0, 0.5^2) (--embedding-std; inputs of order 1, so that gates and ReLUs switch), and writes the
 parameters, the batch and its own eval-mode logits [B, K] to an .npz. The reference
 side (a subprocess in a python with torch and the `fuxictr` package, 2.3.10 when this was written)
 imports FinalMLP / GDCN / GDCNP from a checkout of github.com/reczoo/FuxiCTR's model_zoo (DCNv3 from
@@ -72,7 +72,6 @@ CASES = {
     "dcnv3_heads2": ("dcnv3", {"num_heads": 2}, 1),
     "dcnv3_k5": ("dcnv3", {}, 5),
 }
-EMBEDDING_STD = 0.5  # the embedding tables (and FinalMLP's context tables) are drawn N(0, EMBEDDING_STD^2)
 TOKEN_FIELDS = ("user_id", "item_id", "age", "gender", "occupation", "release_year")  # ML-100K's, no token_seq
 
 
@@ -87,7 +86,7 @@ def schema():
     return Schema(tuple(f for f in ml100k_schema().fields if f.name in TOKEN_FIELDS))
 
 
-def export_case(case: str, rows: int, seed: int) -> dict[str, np.ndarray]:
+def export_case(case: str, rows: int, seed: int, embedding_std: float = 0.5) -> dict[str, np.ndarray]:
     """params/<path> (float32, lipctr's shapes), features/<field> int32 [B], logits float32 [B, K], and
     the model's settings (hparams/<name>, JSON) for the reference."""
     import jax
@@ -107,7 +106,7 @@ def export_case(case: str, rows: int, seed: int) -> dict[str, np.ndarray]:
     drawn = redraw_constant_leaves({n: np.asarray(leaf) for n, (_, leaf) in zip(names, leaves)}, seed)
     for n in names:  # inputs of order 1 (not the init's small ones), so the gates and ReLUs are exercised
         if n.endswith("/embedding"):
-            drawn[n] = (EMBEDDING_STD * rng.normal(size=drawn[n].shape)).astype(np.float32)
+            drawn[n] = (embedding_std * rng.normal(size=drawn[n].shape)).astype(np.float32)
     params = jax.tree.unflatten(tree, [jnp.asarray(drawn[n]) for n in names])
     logits = model.apply({"params": params}, {f: jnp.asarray(v) for f, v in features.items()}, deterministic=True)
     hparams = {**default_hparams(name), **extra}
@@ -314,7 +313,7 @@ def check_case(case: str, args) -> dict:
     """Export lipctr's side of `case`, run FuxiCTR's in the torch python, compare."""
     from benchmarks.vs_torch import run_worker
 
-    arrays = export_case(case, args.rows, args.seed)
+    arrays = export_case(case, args.rows, args.seed, args.embedding_std)
     with tempfile.TemporaryDirectory(prefix="fuxictr-logits-") as folder:
         npz = str(Path(folder) / f"{case}.npz")
         np.savez(npz, **arrays)
@@ -342,6 +341,8 @@ def parse_args(argv):
                         "$LIPCTR_DCNV3_REPO)")
     p.add_argument("--rows", type=int, default=256, help="rows in the batch (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ids and parameters (default 0)")
+    p.add_argument("--embedding-std", type=float, default=0.5,
+                   help="std of the drawn embedding tables (default 0.5; 0.1 keeps DCNv3's logits of order 1)")
     p.add_argument("--tol", type=float, default=1e-5,
                    help="max |logit difference| allowed, times max(1, max |logit|): float32 rounding grows with the "
                         "logits, and DCNv3's exponential cross network reaches hundreds here (default 1e-5)")
