@@ -18,27 +18,13 @@ from experiments.configs import ConfigError, load_config
 from experiments.main import main
 from lipctr.data import DataError
 from lipctr.data.split import random_split, split_sizes
-from tests.test_data_user_input import no_fetch, ratings_rows, snapshot  # noqa: F401 (no_fetch: fixture)
-
-SMALL = ["--epochs", "1", "--seeds", "2020", "--no-progress", "--set", "model_hparams.mlp_hidden_size=[8]",
-         "--set", "model_hparams.embedding_dim=4", "--set", "train.batch_size=128", "--set", "eval.num_negatives=5"]
+from tests.cli_support import SMALL
+from tests.data_files import ratings_rows, snapshot, write_ratings
 
 
 @pytest.fixture(autouse=True)
-def no_fetch_anywhere(no_fetch):  # noqa: F811 (the imported fixture, requested by name)
+def no_fetch_anywhere(no_fetch):
     """Every test here: fetching ML-100K fails the test, the datasets root is empty."""
-
-
-def write_ratings(folder, n_users: int = 30, n_items: int = 25) -> pd.DataFrame:
-    """MovieLens-style ratings.csv (userId, movieId, rating, timestamp) plus a movies.csv."""
-    folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(ratings_rows(n_users, n_items, seed=1), columns=["userId", "movieId", "rating"])
-    frame["timestamp"] = np.arange(len(frame)) + 1_000_000
-    frame.to_csv(folder / "ratings.csv", index=False)
-    genres = ["Drama|Comedy", "Horror"] * (n_items // 2) + ["Drama"] * (n_items % 2)
-    movies = pd.DataFrame({"movieId": range(1, n_items + 1), "genres": genres})
-    movies.to_csv(folder / "movies.csv", index=False)
-    return frame
 
 
 def test_own_csv_trains_end_to_end_and_the_folder_is_left_as_it_was(tmp_path, capsys):
@@ -161,7 +147,7 @@ def test_a_toml_data_table_and_atomic_own_data(tmp_path, capsys):
 
 def test_grouplens_files_in_a_folder_of_ones_own(tmp_path):
     from lipctr.data import read_raw
-    from tests.test_data_support import write_grouplens
+    from tests.data_files import write_grouplens
 
     folder = write_grouplens(tmp_path / "ratings-2003")
     before = snapshot(folder)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_data_support import item_rows, random_interactions, user_rows, write_atomic_dataset
 
 from lipctr.data import DataConfig, load_dataset
 from lipctr.data import cache as cache_module
+from tests.data_files import item_rows, random_interactions, user_rows, write_atomic_dataset
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ expected, and leaves nothing in the cache folder."""
 from __future__ import annotations
 
 import pytest
-from test_data_support import INTER_HEADER, USER_HEADER, write_grouplens, write_table
 
 from lipctr.data import DataConfig, DataError, DatasetNotFoundError, get_preset, load_dataset
+from tests.data_files import INTER_HEADER, USER_HEADER, write_grouplens, write_table
 
 GOOD = [("u1", "i1", 5, 1), ("u1", "i2", 3, 2), ("u2", "i1", 4, 3), ("u2", "i2", 1, 4), ("u3", "i1", 2, 5)]
 USERS = [("u1", "20", "F", "1.0"), ("u2", "30", "M", "2.0"), ("u3", "40", "F", "3.0")]

@@ -8,13 +8,13 @@ import collections
 import numpy as np
 import pandas as pd
 import pytest
-from test_data_support import INTER_HEADER, item_rows, random_interactions, user_rows, write_atomic_dataset, write_table
 
 from lipctr.data import DataConfig, load_dataset, read_raw, sequence_lengths
 from lipctr.data.encode import encode_floats, encode_token_seq, encode_tokens
 from lipctr.data.kcore import kcore_rows
 from lipctr.data.loader import load_with_rows
 from lipctr.data.split import random_split, split_sizes
+from tests.data_files import INTER_HEADER, item_rows, random_interactions, user_rows, write_atomic_dataset, write_table
 
 
 def brute_force_kcore(pairs: list[tuple[int, int]], k: int) -> list[int]:

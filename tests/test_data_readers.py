@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_data_support import INTER_HEADER, write_grouplens, write_table
 
 from lipctr.data import DataConfig, load_dataset, read_raw, synthetic_dataset
 from lipctr.data.export import write_atomic
 from lipctr.data.locate import resolve_format
 from lipctr.data.synthetic import SyntheticSizes, synthetic_raw
+from tests.data_files import INTER_HEADER, write_grouplens, write_table
 
 INTER = [("u1", "i1", 5, 10), ("u1", "i2", 2, 11), ("u2", "i1", 4, 12)]
 

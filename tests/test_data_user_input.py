@@ -4,7 +4,6 @@ a UTF-8 byte-order mark is accepted and a comma-separated .inter file is called 
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 
 import numpy as np
@@ -12,36 +11,9 @@ import pandas as pd
 import pytest
 
 from lipctr.data import DataConfig, DataError, DatasetNotFoundError, DataWarning, get_preset, load_dataset
-from lipctr.data import fetch as fetch_module
+from tests.data_files import ratings_rows, snapshot
 
 BOM = b"\xef\xbb\xbf"
-
-
-def snapshot(folder) -> dict[str, str]:
-    """relative path -> sha256 of every file under `folder` outside cache/ (folders too, as '')."""
-    if not folder.exists():
-        return {}
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
-        for p in sorted(folder.rglob("*")) if p.relative_to(folder).parts[0] != "cache"
-    }
-
-
-def ratings_rows(n_users: int = 12, n_items: int = 10, seed: int = 0) -> list[tuple[int, int, int]]:
-    rng = np.random.default_rng(seed)
-    return [(u, i, int(rng.integers(1, 6))) for u in range(1, n_users + 1) for i in range(1, n_items + 1)
-            if rng.random() < 0.6]
-
-
-@pytest.fixture
-def no_fetch(monkeypatch, tmp_path):
-    """Any attempt to fetch ML-100K fails the test; the datasets root is an empty temporary folder."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("ML-100K must not be fetched into a folder the user gave")
-
-    monkeypatch.setattr(fetch_module, "download_wheel", refuse)
-    monkeypatch.setattr(fetch_module, "fetch_ml100k", refuse)
-    monkeypatch.setenv("LIPCTR_DATA", str(tmp_path / "root"))
 
 
 @pytest.mark.parametrize("layout", ["absent", "own_csv", "atomic_without_inter"])

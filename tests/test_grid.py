@@ -19,7 +19,8 @@ from experiments.report.tables import compare, lambda_table
 from experiments.run import build_trainer
 from lipctr.ranking import ranking_candidates
 from lipctr.train import to_device
-from tests.test_cli_user_data import SMALL, write_ratings
+from tests.cli_support import SMALL
+from tests.data_files import write_ratings
 from tests.test_experiments import tiny_config
 from tests.tiny_data import tiny_dataset
 

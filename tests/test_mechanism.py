@@ -15,7 +15,6 @@ from experiments.mechanism.report import forest_rows, mechanism_table
 from experiments.report.figures import forest_figure
 from experiments.report.stats import paired_difference, t_quantile
 from experiments.report.tables import compare
-from tests.test_mechanism_select_lambda import data_argv, no_fetch  # noqa: F401 (fixtures, requested by name)
 
 
 def test_t_quantile_matches_closed_forms_and_scipy():
@@ -173,12 +172,12 @@ def test_report_only_counts_a_control_finished_when_every_candidate_is(tmp_path)
     assert mechanism.is_finished(config, control, tmp_path)
 
 
-def test_ctrl_c_exits_130_with_the_studys_resume_command(data_argv, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_ctrl_c_exits_130_with_the_studys_resume_command(mechanism_argv, tmp_path, monkeypatch, capsys):  # noqa: F811
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mechanism, "select_lambda", interrupted)  # data_argv's lambda_sweep needs --select-lambda
-    assert mechanism.main([*data_argv, "--select-lambda", "--runs-dir", str(tmp_path / "runs")]) == 130
+    monkeypatch.setattr(mechanism, "select_lambda", interrupted)  # mechanism_argv's lambda_sweep needs --select-lambda
+    assert mechanism.main([*mechanism_argv, "--select-lambda", "--runs-dir", str(tmp_path / "runs")]) == 130
     (root,) = (tmp_path / "runs" / "mechanism_mine").iterdir()
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -186,12 +185,12 @@ def test_ctrl_c_exits_130_with_the_studys_resume_command(data_argv, tmp_path, mo
     assert err.strip().splitlines()[-1] == resume
 
 
-def test_ctrl_c_while_the_data_loads_exits_130_and_makes_nothing(data_argv, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_ctrl_c_while_the_data_loads_exits_130_and_makes_nothing(mechanism_argv, tmp_path, monkeypatch, capsys):  # noqa: F811
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mechanism.data_source, "load", interrupted)
-    assert mechanism.main([*data_argv, "--select-lambda", "--runs-dir", str(tmp_path / "runs")]) == 130
+    assert mechanism.main([*mechanism_argv, "--select-lambda", "--runs-dir", str(tmp_path / "runs")]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "interrupted before any training; nothing to resume"

@@ -11,21 +11,7 @@ import pandas as pd
 import pytest
 
 from experiments.mechanism import study as mechanism
-from tests.test_cli_user_data import write_ratings
-from tests.test_data_user_input import no_fetch  # noqa: F401 (fixture, requested by name)
-
-SWEEP = [0.2, 0.8]
-
-
-@pytest.fixture
-def data_argv(tmp_path, no_fetch):  # noqa: F811 (the imported fixture, requested by name)
-    folder = tmp_path / "mine"
-    write_ratings(folder, n_users=40, n_items=30)
-    return ["--config", "dcnv2_ml100k", "--data", str(folder), "--format", "csv", "--inter", "ratings.csv",
-            "--columns", "userId=user_id,movieId=item_id", "--seeds", "2020,2021", "--epochs", "2", "--no-progress",
-            "--set", "model_hparams.mlp_hidden_size=[8]", "--set", "model_hparams.embedding_dim=4",
-            "--set", "train.batch_size=128", "--set", "eval.num_negatives=5", "--set", f"lambda_sweep={SWEEP}",
-            "--controls", "aux_rating", "--lipschitz-examples", "16", "--noise-draws", "1"]
+from tests.cli_support import MECHANISM_SWEEP
 
 
 def best_lambda_from_metrics(sweep_dir) -> float:
@@ -35,7 +21,7 @@ def best_lambda_from_metrics(sweep_dir) -> float:
     return float(best.groupby("lambda_r").valid_auc.mean().idxmax())
 
 
-def test_every_control_trains_at_the_lambda_r_its_backbones_sweep_chose(data_argv, tmp_path, monkeypatch, capsys):
+def test_every_control_trains_at_the_lambda_r_its_backbones_sweep_chose(mechanism_argv, tmp_path, monkeypatch, capsys):
     """The wiring alone (the default suite; the end-to-end run below is slow): select_lambda's value
     per backbone reaches every control's config and the report, with lambda_sweep cleared."""
     chosen = {"dcnv2": 0.8, "nfm": 0.2}
@@ -55,7 +41,7 @@ def test_every_control_trains_at_the_lambda_r_its_backbones_sweep_chose(data_arg
     monkeypatch.setattr(mechanism, "train_control", fake_train_control)
     monkeypatch.setattr(mechanism, "analyse", lambda *args: {})
     monkeypatch.setattr(mechanism, "write_mechanism_report", fake_report)
-    argv = [*data_argv, "--models", "dcnv2,nfm", "--select-lambda", "--runs-dir", str(tmp_path / "runs")]
+    argv = [*mechanism_argv, "--models", "dcnv2,nfm", "--select-lambda", "--runs-dir", str(tmp_path / "runs")]
     assert mechanism.main(argv) == 0, capsys.readouterr().err
     controls = ["orig", "smooth", "aux_rating"]
     assert sorted(trained) == sorted((m, c, lam, []) for m, lam in chosen.items() for c in controls)
@@ -65,16 +51,16 @@ def test_every_control_trains_at_the_lambda_r_its_backbones_sweep_chose(data_arg
 
 
 @pytest.mark.slow  # ~55 s: a sweep, three controls and their analyses compile on a small CSV
-def test_select_lambda_trains_every_control_at_the_validation_chosen_lambda(data_argv, tmp_path, capsys):
+def test_select_lambda_trains_every_control_at_the_validation_chosen_lambda(mechanism_argv, tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert mechanism.main([*data_argv, "--select-lambda", "--runs-dir", str(runs)]) == 0, capsys.readouterr().err
+    assert mechanism.main([*mechanism_argv, "--select-lambda", "--runs-dir", str(runs)]) == 0, capsys.readouterr().err
     (root,) = (runs / "mechanism_mine").iterdir()  # named after the data
     assert (root / "mechanism.md").read_text().startswith("# Mechanism study: mine\n")
     sweep_dir = root / "dcnv2" / "lambda_sweep"
     chosen = best_lambda_from_metrics(sweep_dir)
     assert json.loads((sweep_dir / "selected.json").read_text())["smooth"]["point"]["loss.lambda_r"] == chosen
     sweep_metrics = pd.read_csv(next(sweep_dir.glob("*/metrics.csv")))
-    assert sorted(sweep_metrics.lambda_r.unique()) == SWEEP and sweep_metrics.seed.nunique() == 2
+    assert sorted(sweep_metrics.lambda_r.unique()) == MECHANISM_SWEEP and sweep_metrics.seed.nunique() == 2
     for control, variant in (("smooth", "smooth"), ("aux_rating", "smooth"), ("orig", "orig")):
         config = json.loads((root / "dcnv2" / control / "default" / "config.json").read_text())
         assert config["loss"]["lambda_r"] == chosen and config["lambda_sweep"] == []
@@ -96,9 +82,9 @@ def test_select_lambda_trains_every_control_at_the_validation_chosen_lambda(data
     (["--set", "loss.lambda_r=0.3"], "--select-lambda chooses loss.lambda_r on validation; drop --set loss.lambda_r"),
     (["--set", "lambda_sweep=[0.5, 0.5]"], "lambda_sweep"),
 ])
-def test_select_lambda_refusals_name_the_flag_and_make_nothing(data_argv, tmp_path, capsys, extra, message):
+def test_select_lambda_refusals_name_the_flag_and_make_nothing(mechanism_argv, tmp_path, capsys, extra, message):
     runs = tmp_path / "runs"
-    assert mechanism.main([*data_argv, "--select-lambda", *extra, "--runs-dir", str(runs)]) == 2
+    assert mechanism.main([*mechanism_argv, "--select-lambda", *extra, "--runs-dir", str(runs)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not runs.exists()

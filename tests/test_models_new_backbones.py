@@ -541,9 +541,10 @@ def test_dcnv3_with_heads_refuses_a_per_head_width_offset():
     ("model_hparams.num_heads=3", "model_hparams: FinalMLP.num_heads=3 must divide")])
 def test_cli_refuses_a_bad_model_setting_before_any_run_directory(tmp_path, capsys, setting, message):
     from experiments import main as train_cli
-    from tests.test_reliability import one_error, write_ratings
+    from tests.cli_support import one_error
+    from tests.data_files import write_string_id_ratings
 
-    write_ratings(tmp_path / "data")
+    write_string_id_ratings(tmp_path / "data")
     args = ["--data", str(tmp_path / "data"), "--format", "csv", "--inter", "ratings.csv", "--columns",
             "userId=user_id,movieId=item_id", "--runs-dir", str(tmp_path / "runs"), "--config", "finalmlp_ml100k",
             "--epochs", "1", "--seeds", "2020", "--no-progress", "--set", "eval.num_negatives=3", "--set", setting]

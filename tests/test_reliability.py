@@ -25,35 +25,16 @@ from experiments.mechanism import study as mechanism
 from experiments.report import paper as report
 from lipctr import predict
 from lipctr.data.split import split_sizes
+from tests.cli_support import one_error
+from tests.data_files import write_string_id_ratings
 
 SMALL = ["--config", "widedeep_ml100k", "--epochs", "1", "--seeds", "2020", "--no-progress", "--variant", "smooth",
          "--set", "model_hparams.mlp_hidden_size=[8]", "--set", "model_hparams.embedding_dim=4"]
 
 
-def write_ratings(folder: Path, n_users=30, n_items=25, seed=1, ratings=(1, 6)) -> pd.DataFrame:
-    """MovieLens-style ratings.csv with raw ids "u<n>" / "m<n>" (never equal to internal ids)."""
-    rng = np.random.default_rng(seed)
-    rows = [(f"u{u}", f"m{i}", int(rng.integers(*ratings))) for u in range(1, n_users + 1)
-            for i in range(1, n_items + 1) if rng.random() < 0.6]
-    frame = pd.DataFrame(rows, columns=["userId", "movieId", "rating"])
-    frame["timestamp"] = np.arange(len(frame)) + 1_000_000
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(folder / "ratings.csv", index=False)
-    return frame
-
-
 def own(folder: Path, runs: Path, *extra) -> list[str]:
     return ["--data", str(folder), "--format", "csv", "--inter", "ratings.csv",
             "--columns", "userId=user_id,movieId=item_id", "--runs-dir", str(runs), *SMALL, *extra]
-
-
-def one_error(capsys, code: int, expected_code: int = 2) -> str:
-    """The single `error:` line of a refused command (no traceback, no devices line: it comes after the checks)."""
-    err = capsys.readouterr().err
-    assert code == expected_code, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 # ------------------------------------------------------------ 1. no input is ever overwritten
@@ -126,7 +107,7 @@ def test_every_cli_refuses_an_output_aimed_at_its_inputs(inputs, capsys):
 
 
 def test_data_without_negatives_is_refused_before_any_run_directory(tmp_path, capsys):
-    frame = write_ratings(tmp_path / "allpos", ratings=(4, 6))
+    frame = write_string_id_ratings(tmp_path / "allpos", ratings=(4, 6))
     line = one_error(capsys, train_cli.main(own(tmp_path / "allpos", tmp_path / "runs", "--set",
                                                 "eval.num_negatives=1")))
     train = split_sizes(len(frame), (0.8, 0.1, 0.1))[0]
@@ -137,7 +118,7 @@ def test_data_without_negatives_is_refused_before_any_run_directory(tmp_path, ca
 
 def test_twelve_rows_are_refused_as_too_small(tmp_path, capsys):
     folder = tmp_path / "tiny"
-    write_ratings(folder)
+    write_string_id_ratings(folder)
     frame = pd.read_csv(folder / "ratings.csv").sample(12, random_state=0)
     frame.to_csv(folder / "ratings.csv", index=False)
     for extra in (["--set", "eval.num_negatives=1"], []):
@@ -147,7 +128,7 @@ def test_twelve_rows_are_refused_as_too_small(tmp_path, capsys):
 
 
 def test_too_few_items_for_the_ranking_names_the_raw_user(tmp_path, capsys):
-    frame = write_ratings(tmp_path / "few")
+    frame = write_string_id_ratings(tmp_path / "few")
     line = one_error(capsys, train_cli.main(own(tmp_path / "few", tmp_path / "runs")))  # num_negatives 100 > 25 items
     # brute force: items each user never interacted with (over all splits: the whole file)
     unseen = 25 - frame.groupby("userId")["movieId"].nunique()
@@ -174,14 +155,14 @@ def test_a_toml_base_that_is_no_config_name_is_one_line(tmp_path, base):
 
 
 def test_a_columns_entry_naming_no_column_is_refused(tmp_path, capsys):
-    write_ratings(tmp_path / "d")
+    write_string_id_ratings(tmp_path / "d")
     argv = own(tmp_path / "d", tmp_path / "runs", "--columns", "ratng=rating")
     line = one_error(capsys, train_cli.main(argv))
     assert "renames ['ratng'], but no file has such a column" in line and "'userId'" in line
 
 
 def test_duplicate_rows_are_reported_with_the_kept_one(tmp_path, capsys):
-    frame = write_ratings(tmp_path / "dups")
+    frame = write_string_id_ratings(tmp_path / "dups")
     extra = frame.head(3).assign(rating=1)  # same pairs, same timestamps: the later rows (these) are kept
     pd.concat([frame, extra]).to_csv(tmp_path / "dups" / "ratings.csv", index=False)
     code = train_cli.main(own(tmp_path / "dups", tmp_path / "runs", "--set", "eval.num_negatives=500"))
@@ -237,7 +218,7 @@ def test_predict_refuses_recommend_options_with_pairs(inputs, capsys):
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("own")
-    frame = write_ratings(folder / "mydata")
+    frame = write_string_id_ratings(folder / "mydata")
     runs = folder / "runs"
     assert train_cli.main(own(folder / "mydata", runs, "--set", "eval.num_negatives=3")) == 0
     assert sorted(p.name for p in runs.iterdir()) == ["widedeep_mydata"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 INTER_HEADER = ("user_id:token", "item_id:token", "rating:float", "timestamp:float")
 USER_HEADER = ("user_id:token", "age:token", "gender:token", "score:float")
@@ -77,3 +79,44 @@ def write_grouplens(folder: Path, as_zip: bool = False) -> Path:
         for name, lines in files.items():
             (folder / name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     return folder
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under `folder` outside cache/ (folders too, as '')."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+        for p in sorted(folder.rglob("*")) if p.relative_to(folder).parts[0] != "cache"
+    }
+
+
+def ratings_rows(n_users: int = 12, n_items: int = 10, seed: int = 0) -> list[tuple[int, int, int]]:
+    """(user, item, rating 1-5) for about 60 % of the user x item pairs; integer ids from 1."""
+    rng = np.random.default_rng(seed)
+    return [(u, i, int(rng.integers(1, 6))) for u in range(1, n_users + 1) for i in range(1, n_items + 1)
+            if rng.random() < 0.6]
+
+
+def write_ratings(folder: Path, n_users: int = 30, n_items: int = 25) -> pd.DataFrame:
+    """MovieLens-style ratings.csv (userId, movieId, rating, timestamp) plus a movies.csv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(ratings_rows(n_users, n_items, seed=1), columns=["userId", "movieId", "rating"])
+    frame["timestamp"] = np.arange(len(frame)) + 1_000_000
+    frame.to_csv(folder / "ratings.csv", index=False)
+    genres = ["Drama|Comedy", "Horror"] * (n_items // 2) + ["Drama"] * (n_items % 2)
+    movies = pd.DataFrame({"movieId": range(1, n_items + 1), "genres": genres})
+    movies.to_csv(folder / "movies.csv", index=False)
+    return frame
+
+
+def write_string_id_ratings(folder: Path, n_users=30, n_items=25, seed=1, ratings=(1, 6)) -> pd.DataFrame:
+    """MovieLens-style ratings.csv with raw ids "u<n>" / "m<n>" (never equal to internal ids)."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{u}", f"m{i}", int(rng.integers(*ratings))) for u in range(1, n_users + 1)
+            for i in range(1, n_items + 1) if rng.random() < 0.6]
+    frame = pd.DataFrame(rows, columns=["userId", "movieId", "rating"])
+    frame["timestamp"] = np.arange(len(frame)) + 1_000_000
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "ratings.csv", index=False)
+    return frame
