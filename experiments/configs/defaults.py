@@ -70,10 +70,10 @@ MODEL_SETTINGS: dict[str, dict] = {
     "eulernet": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.1}},
     # no authors' runs: learning rate 1e-3 of RecBole's / FuxiCTR's published settings; architecture: the
     # registry defaults (docs/models.md); lambda_r chosen on ML-100K validation from 0.1-0.9 (3 seeds;
-    # experiments/results/mechanism_new_backbones/tuning) where that ran, else 0.5, the grid's middle
+    # experiments/results/mechanism_new_backbones/tuning)
     "deepfm": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.7}},
     "dcn": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.9}},
-    "finalmlp": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.5}},
+    "finalmlp": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.9}},
     "gdcn": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.9}},
     "dcnv3": {"train": {"learning_rate": 1e-3}, "loss": {"lambda_r": 0.9}},
 }
