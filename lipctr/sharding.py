@@ -175,6 +175,16 @@ def shard_batches(key, per_shard: int, batch_size: int, size: int,
     return index, jnp.broadcast_to(weights, index.shape)
 
 
+def shard_batch(key, per_shard: int, batch_size: int, size: int, batch, shuffle: str = "feistel") -> tuple:
+    """Batch number `batch` (int []) of shard_batches(key, per_shard, batch_size, size, shuffle)
+    alone: indices int32 [size, batch_size // size] and weights; O(batch_size) under an
+    elementwise shuffle (lipctr.shuffle.ELEMENTWISE)."""
+    local = batch_size // size
+    positions = batch * local + jnp.arange(local)
+    index = jax.vmap(lambda k: epoch_order(k, per_shard, positions % per_shard, shuffle))(jax.random.split(key, size))
+    return index, jnp.broadcast_to((positions < per_shard).astype(jnp.float32), index.shape)
+
+
 def local_rows(tree, mesh: Mesh):
     """Arrays [D * r, ...] split over "data" -> [D, r, ...], shard d's rows at [d] (no communication)."""
     size, spec = mesh.shape["data"], NamedSharding(mesh, PartitionSpec("data"))

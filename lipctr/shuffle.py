@@ -7,7 +7,8 @@
                network on the k = ceil(log2 n) bits of an index, walked until it lands below n.
 
 Both give every example exactly once per epoch; their orders differ, so a run's results depend on
-which one it used (it is part of the config).
+which one it used (it is part of the config). An epoch under "feistel" never holds its whole order:
+each training step computes its own batch's indices (lipctr.train.epoch_batch).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 SHUFFLES = ("sort", "feistel")
+ELEMENTWISE = ("feistel",)  # any position of the order costs O(1): a batch computes its own part
 FEISTEL_ROUNDS = 6
 
 

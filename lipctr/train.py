@@ -23,7 +23,7 @@ from lipctr.losses import LossConfig, multihead_loss
 from lipctr.member_hparams import OPTIMIZER_NAMES, check_names, member_loss_config, member_model
 from lipctr.models.base import CTRModel
 from lipctr.precision import compute_params
-from lipctr.shuffle import epoch_order
+from lipctr.shuffle import ELEMENTWISE, epoch_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +149,14 @@ def epoch_batches(key, num_train: int, batch_size: int, shuffle: str = "sort") -
     return order.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
 
 
+def epoch_batch(key, num_train: int, batch_size: int, batch, shuffle: str = "feistel") -> tuple[jax.Array, jax.Array]:
+    """Batch number `batch` (int []) of epoch_batches(key, num_train, batch_size, shuffle) alone:
+    indices int32 [batch_size] and weights. Under an elementwise shuffle (lipctr.shuffle.ELEMENTWISE)
+    it costs O(batch_size), without the epoch's [n] order."""
+    positions = batch * batch_size + jnp.arange(batch_size)
+    return epoch_order(key, num_train, positions % num_train, shuffle), (positions < num_train).astype(jnp.float32)
+
+
 def loss_fn(model: CTRModel, loss_config: LossConfig, params, model_state, batch: dict, weight, dropout_key,
             compute_dtype: str = "float32"):
     """(loss [], new model_state) of ONE member on a batch {"features", "rating" [B], "label" [B]}
@@ -207,7 +215,8 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
     With a mesh, each batch is split over its "data" axis (lipctr.sharding). With placement
     "sharded" (and a mesh), train is `to_device(..., placement="sharded")`: each data shard draws
     its part of every batch from its own rows, in its own per-epoch permutation. `shuffle`: how
-    the permutations are drawn (lipctr.shuffle).
+    the permutations are drawn (lipctr.shuffle); an elementwise one is computed batch by batch
+    inside the scan, so no per-epoch [n] array of indices or weights exists.
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
     sharded = mesh is not None and placement == "sharded"
@@ -217,16 +226,19 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
             raise ValueError(f"train.batch_size {batch_size} must be a multiple of the mesh's data axis ({shards}) "
                              "under data.placement 'sharded'")
         num_batches = max(1, math.ceil(per_shard / (batch_size // shards)))
+    per_batch = shuffle in ELEMENTWISE
     schema = getattr(model, "schema", None)  # optional: without it the gradient-norm log is NaN
     fields = (schema.user_field, schema.item_field) if schema is not None else (None, None)
     optimizer = tx if callable(tx) else (lambda hparams: tx)
 
     def epoch(state: TrainState, train: dict, frozen=None) -> tuple[TrainState, EpochStats]:
         key, perm_key, dropout_key = jax.random.split(state.key, 3)
+        batches = weights = None  # an elementwise shuffle: each step computes its own batch's indices
         if sharded:
-            batches, weights = sharding.shard_batches(perm_key, per_shard, batch_size, shards, shuffle)
             rows = sharding.local_rows(train, mesh)
-        else:
+            if not per_batch:
+                batches, weights = sharding.shard_batches(perm_key, per_shard, batch_size, shards, shuffle)
+        elif not per_batch:
             batches, weights = epoch_batches(perm_key, num_train, batch_size, shuffle)
         config = member_loss_config(loss_config, state.lambda_r, state.hparams)
         own_model, own_tx = member_model(model, state.hparams), optimizer(state.hparams)
@@ -234,6 +246,9 @@ def make_epoch_fn(model: CTRModel, loss_config: LossConfig, tx, num_train: int, 
         def step(carry, inputs):
             params, model_state, opt_state = carry
             index, weight, step_number = inputs
+            if per_batch:
+                index, weight = (sharding.shard_batch(perm_key, per_shard, batch_size, shards, step_number, shuffle)
+                                 if sharded else epoch_batch(perm_key, num_train, batch_size, step_number, shuffle))
             if sharded:
                 batch = sharding.take_local(rows, index)
                 weight = weight.reshape(-1) * batch.pop("present")

@@ -13,9 +13,9 @@ from scipy import stats
 from experiments.configs import ConfigError, named_config, validate
 from lipctr.losses import LossConfig
 from lipctr.models import build_model
-from lipctr.sharding import shard_batches
+from lipctr.sharding import shard_batch, shard_batches
 from lipctr.shuffle import epoch_order, feistel_permutation
-from lipctr.train import TrainConfig, epoch_batches, to_device
+from lipctr.train import TrainConfig, epoch_batch, epoch_batches, to_device
 from lipctr.trainer import Trainer, fit
 from tests.tiny_data import tiny_dataset
 
@@ -82,18 +82,38 @@ def test_epoch_batches_and_shards_cover_every_example_once(shuffle):
             np.bincount(index[:, shard].ravel(), weights=weights[:, shard].ravel(), minlength=250), np.ones(250))
 
 
+@pytest.mark.parametrize("shuffle", ["sort", "feistel"])
+def test_one_batch_alone_is_that_batch_of_the_epoch(shuffle):
+    """epoch_batch / shard_batch (what a feistel epoch computes in each step) equal the rows of the
+    whole epoch's epoch_batches / shard_batches, the last batch's weight-0 fillers included."""
+    key = jax.random.key(5)
+    indices, weights = map(np.asarray, epoch_batches(key, 1000, 384, shuffle))
+    for b in range(indices.shape[0]):
+        index, weight = map(np.asarray, jax.jit(epoch_batch, static_argnums=(1, 2, 4))(key, 1000, 384, b, shuffle))
+        np.testing.assert_array_equal(index, indices[b])
+        np.testing.assert_array_equal(weight, weights[b])
+    index, weights = map(np.asarray, shard_batches(key, 250, 96, 4, shuffle))
+    for b in range(index.shape[0]):
+        one, weight = map(np.asarray, shard_batch(key, 250, 96, 4, jnp.int32(b), shuffle))
+        np.testing.assert_array_equal(one, index[b])
+        np.testing.assert_array_equal(weight, weights[b])
+
+
 def test_the_trainer_epoch_uses_the_configured_shuffle():
-    """TrainConfig.shuffle reaches the epoch program: "sort" sorts, "feistel" has no sort at all
-    (WideDeep with dense AdamW sorts nothing else). Traced only, not compiled."""
+    """TrainConfig.shuffle reaches the epoch program: "sort" sorts and cuts the epoch's order into
+    batches, "feistel" has no sort at all (WideDeep with dense AdamW sorts nothing else) and no
+    epoch-sized array of indices. Traced only, not compiled."""
     ds = tiny_dataset()
     train = to_device(ds.train)
     net = build_model("widedeep", ds.schema, 5, mlp_hidden_size=(16, 16))
     trainers = {shuffle: Trainer(net, LossConfig(lambda_r=0.5), TrainConfig(batch_size=512, shuffle=shuffle),
                                  len(ds.train), len(ds.valid)) for shuffle in ("sort", "feistel")}
     state, stopping = trainers["sort"].init(train["features"], [2020], [0.5])  # the same state for both
-    for shuffle, sorts in (("sort", True), ("feistel", False)):
+    epoch_indices = f"i32[{-(-len(ds.train) // 512)},512]"  # epoch_batches' [num_batches, batch_size]
+    for shuffle, whole_epoch in (("sort", True), ("feistel", False)):
         program = str(jax.make_jaxpr(trainers[shuffle].train_epoch)(state, stopping, train))
-        assert ("sort[" in program) == sorts, shuffle
+        assert ("sort[" in program) == whole_epoch, shuffle
+        assert (epoch_indices in program) == whole_epoch, shuffle  # feistel: each step computes its own batch
 
 
 @pytest.mark.slow  # ~25 s: two trainings; test_the_trainer_epoch_uses_the_configured_shuffle is its fast twin
