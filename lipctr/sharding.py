@@ -163,16 +163,8 @@ def shard_batches(key, per_shard: int, batch_size: int, size: int,
     shard's own permutation of its rows cut into batches of batch_size // size. Indices int32
     [num_batches, size, batch_size // size] into each shard, and weights of the same shape (0 on
     the last batch's fillers, as lipctr.train.epoch_batches); `shuffle` as lipctr.shuffle."""
-    local = batch_size // size
-    num_batches = max(1, math.ceil(per_shard / local))
-    positions = jnp.arange(num_batches * local)
-
-    def one(shard_key):
-        return epoch_order(shard_key, per_shard, positions % per_shard, shuffle).reshape(num_batches, local)
-
-    index = jnp.transpose(jax.vmap(one)(jax.random.split(key, size)), (1, 0, 2))
-    weights = (positions < per_shard).astype(jnp.float32).reshape(num_batches, 1, local)
-    return index, jnp.broadcast_to(weights, index.shape)
+    num_batches = max(1, math.ceil(per_shard / (batch_size // size)))
+    return jax.vmap(lambda b: shard_batch(key, per_shard, batch_size, size, b, shuffle))(jnp.arange(num_batches))
 
 
 def shard_batch(key, per_shard: int, batch_size: int, size: int, batch, shuffle: str = "feistel") -> tuple:

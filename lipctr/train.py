@@ -143,10 +143,7 @@ def epoch_batches(key, num_train: int, batch_size: int, shuffle: str = "sort") -
     weight 0, so every example has weight 1 exactly once per epoch.
     """
     num_batches = max(1, math.ceil(num_train / batch_size))
-    positions = jnp.arange(num_batches * batch_size)
-    order = epoch_order(key, num_train, positions % num_train, shuffle)
-    weights = (positions < num_train).astype(jnp.float32)
-    return order.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
+    return jax.vmap(lambda b: epoch_batch(key, num_train, batch_size, b, shuffle))(jnp.arange(num_batches))
 
 
 def epoch_batch(key, num_train: int, batch_size: int, batch, shuffle: str = "feistel") -> tuple[jax.Array, jax.Array]:
